@@ -1,0 +1,194 @@
+"""Settings of the incident register, read from ``INCIDENTS_*`` environment variables.
+
+No Flask import here: the settings are a frozen dataclass that ``create_app`` turns into Flask
+configuration. One secret per purpose (session cookie signing, CSRF tokens, receipt lookup).
+
+* ``production``: every secret and the organizer key pin must be set, or startup stops with a
+  message naming exactly what to set.
+* ``development`` (the default, used by ``make run``): missing secrets are generated once into
+  ``instance/local-secrets.json`` (visibly marked as local-only), and when no organizer key is
+  configured a demo key under ``instance/demo/`` is used, with a banner on every page.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PUBLIC_KEY = PROJECT_ROOT / "keys" / "organizer.pub"
+ENVIRONMENTS = ("development", "production", "testing")
+SECRET_VARIABLES = {
+    "secret_key": "INCIDENTS_SECRET_KEY",
+    "csrf_secret": "INCIDENTS_CSRF_SECRET",
+    "receipt_secret": "INCIDENTS_RECEIPT_SECRET",
+}
+MIN_SECRET_LENGTH = 32
+LOCAL_SECRETS_FILE = "local-secrets.json"
+DEMO_DIRECTORY = "demo"
+DEMO_PUBLIC_KEY = "organizer.pub"
+DEMO_PRIVATE_KEY = "organizer.key"
+DEMO_KEY_ID = "organizer.keyid"
+
+
+class ConfigError(Exception):
+    """Raised when the environment does not describe a usable deployment."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the application needs to start; built by ``from_env`` or ``for_testing``."""
+
+    env: str
+    instance_path: Path
+    database_url: str
+    organizer_public_key_path: Path
+    organizer_key_id: str | None
+    secret_key: str
+    csrf_secret: str
+    receipt_secret: str
+    is_demo_key: bool = False
+    has_local_secrets: bool = False
+    max_content_length: int = 2 * 1024 * 1024
+    quick_exit_url: str = "https://www.wikipedia.org/"
+    log_level: str = "INFO"
+
+    @property
+    def is_production(self) -> bool:
+        """True when running as a deployed server (secure cookies, strict startup checks)."""
+        return self.env == "production"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from ``environ`` (default: the process); raise ConfigError if unusable."""
+        env_vars = os.environ if environ is None else environ
+        env = env_vars.get("INCIDENTS_ENV", "development")
+        if env not in ENVIRONMENTS:
+            raise ConfigError(f"INCIDENTS_ENV must be one of {', '.join(ENVIRONMENTS)}")
+        instance = Path(env_vars.get("INCIDENTS_INSTANCE_PATH", PROJECT_ROOT / "instance"))
+        database_url = env_vars.get(
+            "INCIDENTS_DATABASE_URL", f"sqlite:///{instance / 'incidents.sqlite3'}"
+        )
+        key_path, key_id, is_demo = _organizer_key(env, env_vars, instance)
+        secret_values, has_local = _secrets(env, env_vars, instance)
+        if env == "production" and not key_id:
+            raise ConfigError(
+                "INCIDENTS_ORGANIZER_KEY_ID is not set: set it to the key id printed by "
+                "'flask --app app keys show --public "
+                f"{key_path}' after checking the fingerprint with the organizer"
+            )
+        return cls(
+            env=env,
+            instance_path=instance,
+            database_url=database_url,
+            organizer_public_key_path=key_path,
+            organizer_key_id=key_id,
+            is_demo_key=is_demo,
+            has_local_secrets=has_local,
+            max_content_length=_int(env_vars, "INCIDENTS_MAX_CONTENT_KB", 2048) * 1024,
+            quick_exit_url=env_vars.get("INCIDENTS_QUICK_EXIT_URL", cls.quick_exit_url),
+            log_level=env_vars.get("INCIDENTS_LOG_LEVEL", "INFO"),
+            **secret_values,
+        )
+
+    @classmethod
+    def for_testing(
+        cls,
+        tmp_path: Path,
+        *,
+        organizer_public_key_path: Path,
+        organizer_key_id: str | None,
+        database_url: str | None = None,
+    ) -> Settings:
+        """Settings for tests: fresh secrets, a database under ``tmp_path`` unless given."""
+        return cls(
+            env="testing",
+            instance_path=tmp_path / "instance",
+            database_url=database_url or f"sqlite:///{tmp_path / 'test.sqlite3'}",
+            organizer_public_key_path=organizer_public_key_path,
+            organizer_key_id=organizer_key_id,
+            secret_key=secrets.token_hex(32),
+            csrf_secret=secrets.token_hex(32),
+            receipt_secret=secrets.token_hex(32),
+        )
+
+    def demo_directory(self) -> Path:
+        """Where ``make run`` keeps the generated demo organizer key."""
+        return self.instance_path / DEMO_DIRECTORY
+
+
+def _int(env_vars: Mapping[str, str], name: str, default: int) -> int:
+    raw = env_vars.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a whole number") from exc
+
+
+def _organizer_key(
+    env: str, env_vars: Mapping[str, str], instance: Path
+) -> tuple[Path, str | None, bool]:
+    """Return (public key path, pinned key id, is demo key)."""
+    configured = env_vars.get("INCIDENTS_ORGANIZER_PUBLIC_KEY")
+    pin = env_vars.get("INCIDENTS_ORGANIZER_KEY_ID") or None
+    if configured:
+        return Path(configured), pin, False
+    if env == "production" or DEFAULT_PUBLIC_KEY.exists():
+        return DEFAULT_PUBLIC_KEY, pin, False
+    demo = instance / DEMO_DIRECTORY
+    demo_pin_file = demo / DEMO_KEY_ID
+    demo_pin = demo_pin_file.read_text().strip() if demo_pin_file.exists() else None
+    return demo / DEMO_PUBLIC_KEY, pin or demo_pin, True
+
+
+def _secrets(env: str, env_vars: Mapping[str, str], instance: Path) -> tuple[dict[str, str], bool]:
+    """Return one secret per purpose and whether any came from the local-only file."""
+    values = {field: env_vars.get(var, "") for field, var in SECRET_VARIABLES.items()}
+    missing = [SECRET_VARIABLES[field] for field, value in values.items() if not value]
+    short = [
+        SECRET_VARIABLES[field]
+        for field, value in values.items()
+        if value and len(value) < MIN_SECRET_LENGTH
+    ]
+    if env == "production" and (missing or short):
+        problems = []
+        if missing:
+            problems.append("not set: " + ", ".join(missing))
+        if short:
+            problems.append(f"shorter than {MIN_SECRET_LENGTH} characters: " + ", ".join(short))
+        raise ConfigError(
+            "secrets are " + "; ".join(problems) + ". Generate each one separately with: "
+            "python3 -c 'import secrets; print(secrets.token_hex(32))'"
+        )
+    if not missing:
+        return values, False
+    local = _load_local_secrets(instance)
+    for field, value in values.items():
+        if not value:
+            values[field] = local[field]
+    return values, True
+
+
+def _load_local_secrets(instance: Path) -> dict[str, str]:
+    """Read or create the development-only secrets file (mode 0600)."""
+    path = instance / LOCAL_SECRETS_FILE
+    if path.exists():
+        stored: dict[str, str] = json.loads(path.read_text())
+        if all(stored.get(field) for field in SECRET_VARIABLES):
+            return stored
+    instance.mkdir(parents=True, exist_ok=True)
+    stored = {
+        "warning": "LOCAL DEVELOPMENT ONLY: generated by the incident register; "
+        "never use in production",
+        **{field: secrets.token_hex(32) for field in SECRET_VARIABLES},
+    }
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(stored, handle, indent=2)
+    return stored

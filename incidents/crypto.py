@@ -1,0 +1,744 @@
+"""Cryptographic format v1 of the incident register: the only importer of ``cryptography``.
+
+Responsibilities: recipient key pairs (X-Wing seeds), key ids and fingerprints, public and
+passphrase-protected private key files, per-report data keys, sealed fields, HPKE wraps of data
+keys, length-hiding padding, receipt-derived witness secrets and SLIP-39 seed backups.
+
+Guarantees (see ``docs/format.md`` for the byte-level description):
+
+* Every blob starts with a format version byte and a suite byte; unknown values are refused.
+* A sealed field is bound to its report id and field name: a blob moved to another report or
+  field fails to open, as does any flipped, truncated or extended byte.
+* A wrap is bound to its report id and the recipient key id through HPKE ``info``.
+* Plaintext lengths are hidden within padding buckets: max(floor, PADME(4 + len)).
+* Private key material appears only in ``PrivateKey`` objects and in key files encrypted with a
+  key derived by Argon2id; it is never logged or included in exception messages.
+
+Randomness always comes from the operating system; tests inject fixed values only through the
+keyword arguments documented as "for test vectors".
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import secrets
+import struct
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.backends.openssl.backend import backend as _openssl_backend
+from cryptography.hazmat.primitives import hashes, hpke
+from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+FORMAT_VERSION = 1
+
+SUITE_XWING = 0x01
+"""HPKE: KEM MLKEM768_X25519 (X-Wing), KDF HKDF_SHA256, AEAD AES_256_GCM."""
+SUITE_X25519 = 0x02
+"""HPKE: KEM DHKEM(X25519, HKDF-SHA256), KDF HKDF_SHA256, AEAD AES_256_GCM."""
+FIELD_SUITE_AES256GCM = 0x01
+"""Sealed fields: AES-256-GCM with a 96-bit random nonce."""
+KDF_ARGON2ID = 0x01
+
+SEED_LENGTH = 32
+DATA_KEY_LENGTH = 32
+NONCE_LENGTH = 12
+KEY_ID_LENGTH = 16
+SALT_LENGTH = 16
+MLKEM768_PUBLIC_LENGTH = 1184
+X25519_PUBLIC_LENGTH = 32
+
+SHORT_FIELD_FLOOR = 256
+LONG_FIELD_FLOOR = 4096
+
+LABEL_KEY_ID = b"incidents/v1/key-id"
+LABEL_FINGERPRINT = b"incidents/v1/fingerprint"
+LABEL_FIELD = b"incidents/v1/field"
+LABEL_WRAP = b"incidents/v1/wrap"
+LABEL_KEY_FILE = b"incidents/v1/key-file"
+LABEL_RECEIPT_SALT = b"incidents/v1/receipt"
+LABEL_RECEIPT_LOOKUP = b"lookup-token"
+LABEL_RECEIPT_WITNESS_KEY = b"witness-key-seed"
+
+PUBLIC_MAGIC = b"IRPK"
+PRIVATE_MAGIC = b"IRSK"
+PUBLIC_ARMOR = "INCIDENTS PUBLIC KEY"
+PRIVATE_ARMOR = "INCIDENTS PRIVATE KEY"
+
+CROCKFORD_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+RECEIPT_SYMBOLS = 28  # 140 bits, shown as 7 groups of 4
+RECEIPT_GROUP = 4
+
+_SUITE_NAMES = {SUITE_XWING: "X-Wing (ML-KEM-768 + X25519)", SUITE_X25519: "X25519"}
+_SUITE_PUBLIC_LENGTHS = {
+    SUITE_XWING: MLKEM768_PUBLIC_LENGTH + X25519_PUBLIC_LENGTH,
+    SUITE_X25519: X25519_PUBLIC_LENGTH,
+}
+_MAX_ARGON2_MEMORY_KIB = 4 * 1024 * 1024
+_MAX_PADDED_LENGTH = 64 * 1024 * 1024
+
+
+class CryptoError(Exception):
+    """Raised for any failure of the cryptographic layer; subclasses say which."""
+
+
+class UnsupportedPlatformError(CryptoError):
+    """Raised at startup when the OpenSSL in use lacks ML-KEM."""
+
+
+class FormatError(CryptoError):
+    """Raised when a blob or key file is malformed, truncated or of an unknown version/suite."""
+
+
+class DecryptionError(CryptoError):
+    """Raised when authentication fails: wrong key, tampered, truncated or moved ciphertext."""
+
+
+class WrongPassphraseError(CryptoError):
+    """Raised when a private key file cannot be opened with the given passphrase."""
+
+
+class ReceiptError(CryptoError):
+    """Raised when a receipt code cannot be parsed after typo normalisation."""
+
+
+def ensure_platform_support() -> None:
+    """Raise UnsupportedPlatformError unless the linked OpenSSL offers ML-KEM (needed by X-Wing)."""
+    if not _openssl_backend.mlkem_supported():
+        raise UnsupportedPlatformError(
+            "the installed 'cryptography' build has no ML-KEM support; install the wheel pinned "
+            "in requirements.txt (it bundles a recent OpenSSL)"
+        )
+
+
+# --------------------------------------------------------------------------- encoding helpers
+
+
+def length_prefixed(*parts: bytes) -> bytes:
+    """Concatenate parts, each preceded by its length as a 4-byte big-endian integer."""
+    return b"".join(struct.pack(">I", len(part)) + part for part in parts)
+
+
+def padme_length(length: int) -> int:
+    """Return the PADME padded length for ``length`` bytes (Nikitin et al., PETS 2019)."""
+    if length < 2:
+        return length
+    exponent = length.bit_length() - 1
+    mantissa_bits = exponent.bit_length()
+    last_bits = exponent - mantissa_bits
+    mask = (1 << last_bits) - 1
+    return (length + mask) & ~mask
+
+
+def pad(value: bytes, *, floor: int) -> bytes:
+    """Prefix value with its 4-byte length and zero-pad to max(floor, PADME(4 + len))."""
+    framed = struct.pack(">I", len(value)) + value
+    target = max(floor, padme_length(len(framed)))
+    return framed + bytes(target - len(framed))
+
+
+def unpad(padded: bytes) -> bytes:
+    """Invert ``pad``; raise FormatError if the length prefix or padding is inconsistent."""
+    if len(padded) < 4:
+        raise FormatError("padded value is shorter than its length prefix")
+    (length,) = struct.unpack(">I", padded[:4])
+    if length > len(padded) - 4:
+        raise FormatError("padded value is shorter than its declared length")
+    if any(padded[4 + length :]):
+        raise FormatError("padding bytes are not zero")
+    return padded[4 : 4 + length]
+
+
+def field_floor(name: str) -> int:
+    """Return the padding floor for a sealed field: 4 KiB for the narrative, 256 B otherwise."""
+    return LONG_FIELD_FLOOR if name == "narrative" else SHORT_FIELD_FLOOR
+
+
+def _header(suite: int) -> bytes:
+    return bytes([FORMAT_VERSION, suite])
+
+
+def _check_header(blob: bytes, *, allowed_suites: Iterable[int], what: str) -> int:
+    if len(blob) < 2:
+        raise FormatError(f"{what} is truncated")
+    if blob[0] != FORMAT_VERSION:
+        raise FormatError(f"{what} has unsupported format version {blob[0]}")
+    if blob[1] not in allowed_suites:
+        raise FormatError(f"{what} has unsupported suite {blob[1]}")
+    return blob[1]
+
+
+def _report_id_bytes(report_id: uuid.UUID) -> bytes:
+    return report_id.bytes
+
+
+# --------------------------------------------------------------------------- keys
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    """A recipient public key: suite byte and raw public bytes (X-Wing: ML-KEM pk || X25519 pk)."""
+
+    suite: int
+    raw: bytes
+
+    def __post_init__(self) -> None:
+        """Validate suite and length so an invalid key can never be used to seal."""
+        expected = _SUITE_PUBLIC_LENGTHS.get(self.suite)
+        if expected is None:
+            raise FormatError(f"unsupported key suite {self.suite}")
+        if len(self.raw) != expected:
+            raise FormatError("public key has the wrong length for its suite")
+        self._hpke_public()  # parses the components; raises FormatError if invalid
+
+    @property
+    def key_id(self) -> bytes:
+        """First 16 bytes of SHA-256 over length-prefixed (label, suite, public key)."""
+        digest = hashlib.sha256(length_prefixed(LABEL_KEY_ID, bytes([self.suite]), self.raw))
+        return digest.digest()[:KEY_ID_LENGTH]
+
+    @property
+    def key_id_hex(self) -> str:
+        """The key id as 32 lowercase hex digits (the form used in configuration and the DB)."""
+        return self.key_id.hex()
+
+    @property
+    def fingerprint(self) -> str:
+        """40 hex digits in groups of 4, for people to compare over a trusted channel."""
+        digest = hashlib.sha256(
+            length_prefixed(LABEL_FINGERPRINT, bytes([self.suite]), self.raw)
+        ).hexdigest()[:40]
+        return " ".join(digest[i : i + 4] for i in range(0, 40, 4)).upper()
+
+    @property
+    def suite_name(self) -> str:
+        """Human-readable name of the key's suite."""
+        return _SUITE_NAMES[self.suite]
+
+    def to_bytes(self) -> bytes:
+        """Serialise as magic || version || suite || raw."""
+        return PUBLIC_MAGIC + _header(self.suite) + self.raw
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> PublicKey:
+        """Parse the output of ``to_bytes``; raise FormatError if it is not a public key."""
+        if not data.startswith(PUBLIC_MAGIC):
+            raise FormatError("not an incident register public key")
+        body = data[len(PUBLIC_MAGIC) :]
+        suite = _check_header(body, allowed_suites=_SUITE_PUBLIC_LENGTHS, what="public key")
+        return cls(suite=suite, raw=body[2:])
+
+    def to_armor(self) -> str:
+        """Serialise as an ASCII-armored text file with informational comment lines."""
+        comments = [
+            f"Suite: {self.suite_name}",
+            f"Key-Id: {self.key_id_hex}",
+            f"Fingerprint: {self.fingerprint}",
+        ]
+        return _armor(PUBLIC_ARMOR, self.to_bytes(), comments)
+
+    @classmethod
+    def from_armor(cls, text: str) -> PublicKey:
+        """Parse an armored public key file; raise FormatError on anything else."""
+        return cls.from_bytes(_dearmor(PUBLIC_ARMOR, text))
+
+    def _hpke_public(self) -> hpke.MLKEM768X25519PublicKey | x25519.X25519PublicKey:
+        try:
+            if self.suite == SUITE_XWING:
+                return hpke.MLKEM768X25519PublicKey(
+                    mlkem.MLKEM768PublicKey.from_public_bytes(self.raw[:MLKEM768_PUBLIC_LENGTH]),
+                    x25519.X25519PublicKey.from_public_bytes(self.raw[MLKEM768_PUBLIC_LENGTH:]),
+                )
+            return x25519.X25519PublicKey.from_public_bytes(self.raw)
+        except ValueError as exc:
+            raise FormatError("public key bytes are not a valid key") from exc
+
+
+@dataclass(frozen=True)
+class PrivateKey:
+    """A recipient private key held as its 32-byte seed; never serialised in clear."""
+
+    suite: int
+    seed: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        """Validate suite and seed length."""
+        if self.suite not in _SUITE_PUBLIC_LENGTHS:
+            raise FormatError(f"unsupported key suite {self.suite}")
+        if len(self.seed) != SEED_LENGTH:
+            raise FormatError("a private key seed must be 32 bytes")
+
+    @classmethod
+    def generate(cls, *, suite: int = SUITE_XWING) -> PrivateKey:
+        """Create a new key from 32 random bytes of the operating system's CSPRNG."""
+        return cls(suite=suite, seed=secrets.token_bytes(SEED_LENGTH))
+
+    def public_key(self) -> PublicKey:
+        """Derive the public key deterministically from the seed."""
+        if self.suite == SUITE_XWING:
+            mlkem_private, x_private = _expand_xwing_seed(self.seed)
+            raw = (
+                mlkem_private.public_key().public_bytes_raw()
+                + x_private.public_key().public_bytes_raw()
+            )
+        else:
+            raw = (
+                x25519.X25519PrivateKey.from_private_bytes(self.seed)
+                .public_key()
+                .public_bytes_raw()
+            )
+        return PublicKey(suite=self.suite, raw=raw)
+
+    @property
+    def key_id(self) -> bytes:
+        """The key id of the matching public key."""
+        return self.public_key().key_id
+
+    def _hpke_private(self) -> hpke.MLKEM768X25519PrivateKey | x25519.X25519PrivateKey:
+        if self.suite == SUITE_XWING:
+            mlkem_private, x_private = _expand_xwing_seed(self.seed)
+            return hpke.MLKEM768X25519PrivateKey(mlkem_private, x_private)
+        return x25519.X25519PrivateKey.from_private_bytes(self.seed)
+
+
+def _expand_xwing_seed(
+    seed: bytes,
+) -> tuple[mlkem.MLKEM768PrivateKey, x25519.X25519PrivateKey]:
+    digest = hashes.Hash(hashes.SHAKE256(96))
+    digest.update(seed)
+    expanded = digest.finalize()
+    return (
+        mlkem.MLKEM768PrivateKey.from_seed_bytes(expanded[:64]),
+        x25519.X25519PrivateKey.from_private_bytes(expanded[64:96]),
+    )
+
+
+def _hpke_suite(suite: int) -> hpke.Suite:
+    kem = hpke.KEM.MLKEM768_X25519 if suite == SUITE_XWING else hpke.KEM.X25519
+    return hpke.Suite(kem, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
+
+
+def parse_key_id(text: str) -> bytes:
+    """Parse a key id written as 32 hex digits (spaces and colons allowed); raise FormatError."""
+    cleaned = "".join(ch for ch in text if ch not in " :-").lower()
+    try:
+        key_id = bytes.fromhex(cleaned)
+    except ValueError as exc:
+        raise FormatError("a key id is 32 hexadecimal digits") from exc
+    if len(key_id) != KEY_ID_LENGTH:
+        raise FormatError("a key id is 32 hexadecimal digits")
+    return key_id
+
+
+# --------------------------------------------------------------------------- armor
+
+
+def _armor(kind: str, data: bytes, comments: Iterable[str]) -> str:
+    encoded = base64.b64encode(data).decode("ascii")
+    lines = [f"-----BEGIN {kind}-----", *comments, ""]
+    lines += [encoded[i : i + 64] for i in range(0, len(encoded), 64)]
+    lines.append(f"-----END {kind}-----")
+    return "\n".join(lines) + "\n"
+
+
+def _dearmor(kind: str, text: str) -> bytes:
+    begin, end = f"-----BEGIN {kind}-----", f"-----END {kind}-----"
+    lines = [line.strip() for line in text.strip().splitlines()]
+    if not lines or lines[0] != begin or lines[-1] != end:
+        raise FormatError(f"not an armored {kind.lower()}")
+    body = lines[1:-1]
+    if "" not in body:
+        raise FormatError(f"armored {kind.lower()} has no blank line before its data")
+    data_lines = body[body.index("") + 1 :]
+    try:
+        return base64.b64decode("".join(data_lines), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise FormatError(f"armored {kind.lower()} is not valid base64") from exc
+
+
+# --------------------------------------------------------------------------- private key files
+
+
+@dataclass(frozen=True)
+class KdfParams:
+    """Argon2id cost parameters stored in a key file header."""
+
+    iterations: int = 3
+    memory_kib: int = 256 * 1024
+    lanes: int = 4
+
+    def __post_init__(self) -> None:
+        """Refuse parameters outside what the reader will accept."""
+        if not (1 <= self.iterations <= 100 and 1 <= self.lanes <= 64):
+            raise FormatError("Argon2id parameters out of range")
+        if not (8 * self.lanes <= self.memory_kib <= _MAX_ARGON2_MEMORY_KIB):
+            raise FormatError("Argon2id memory parameter out of range")
+
+
+DEFAULT_KDF = KdfParams()
+_KEY_FILE_HEADER = struct.Struct(">4sBBBIII16s12s16s")
+
+
+def _derive_file_key(passphrase: str, salt: bytes, params: KdfParams) -> bytes:
+    kdf = Argon2id(
+        salt=salt,
+        length=32,
+        iterations=params.iterations,
+        lanes=params.lanes,
+        memory_cost=params.memory_kib,
+    )
+    return kdf.derive(passphrase.encode("utf-8"))
+
+
+def encrypt_private_key(
+    private_key: PrivateKey, *, passphrase: str, kdf: KdfParams = DEFAULT_KDF
+) -> str:
+    """Return the armored private key file: the seed under AES-256-GCM with an Argon2id key.
+
+    The whole binary header (magic, version, suite, KDF id and parameters, salt, nonce, key id)
+    is the AEAD's associated data, so no parameter can be changed without detection.
+    """
+    salt = secrets.token_bytes(SALT_LENGTH)
+    nonce = secrets.token_bytes(NONCE_LENGTH)
+    header = _KEY_FILE_HEADER.pack(
+        PRIVATE_MAGIC,
+        FORMAT_VERSION,
+        private_key.suite,
+        KDF_ARGON2ID,
+        kdf.iterations,
+        kdf.memory_kib,
+        kdf.lanes,
+        salt,
+        nonce,
+        private_key.key_id,
+    )
+    file_key = _derive_file_key(passphrase, salt, kdf)
+    sealed = AESGCM(file_key).encrypt(nonce, private_key.seed, LABEL_KEY_FILE + header)
+    public = private_key.public_key()
+    comments = [f"Suite: {public.suite_name}", f"Key-Id: {public.key_id_hex}"]
+    return _armor(PRIVATE_ARMOR, header + sealed, comments)
+
+
+@dataclass(frozen=True)
+class KeyFileInfo:
+    """What a private key file reveals without its passphrase."""
+
+    suite: int
+    key_id: bytes
+    kdf: KdfParams
+
+
+def inspect_private_key_file(text: str) -> KeyFileInfo:
+    """Parse a private key file's header without decrypting; raise FormatError if malformed."""
+    info, _header_bytes, _sealed = _parse_key_file(text)
+    return info
+
+
+def _parse_key_file(text: str) -> tuple[KeyFileInfo, bytes, bytes]:
+    data = _dearmor(PRIVATE_ARMOR, text)
+    if len(data) < _KEY_FILE_HEADER.size + 16:
+        raise FormatError("private key file is truncated")
+    header, sealed = data[: _KEY_FILE_HEADER.size], data[_KEY_FILE_HEADER.size :]
+    magic, version, suite, kdf_id, iterations, memory, lanes, _salt, _nonce, key_id = (
+        _KEY_FILE_HEADER.unpack(header)
+    )
+    if magic != PRIVATE_MAGIC:
+        raise FormatError("not an incident register private key file")
+    if version != FORMAT_VERSION:
+        raise FormatError(f"private key file has unsupported format version {version}")
+    if suite not in _SUITE_PUBLIC_LENGTHS:
+        raise FormatError(f"private key file has unsupported suite {suite}")
+    if kdf_id != KDF_ARGON2ID:
+        raise FormatError(f"private key file has unsupported KDF {kdf_id}")
+    params = KdfParams(iterations=iterations, memory_kib=memory, lanes=lanes)
+    return KeyFileInfo(suite=suite, key_id=key_id, kdf=params), header, sealed
+
+
+def decrypt_private_key(text: str, *, passphrase: str) -> PrivateKey:
+    """Open an armored private key file; raise WrongPassphraseError or FormatError."""
+    info, header, sealed = _parse_key_file(text)
+    salt = header[-(SALT_LENGTH + NONCE_LENGTH + KEY_ID_LENGTH) : -(NONCE_LENGTH + KEY_ID_LENGTH)]
+    nonce = header[-(NONCE_LENGTH + KEY_ID_LENGTH) : -KEY_ID_LENGTH]
+    file_key = _derive_file_key(passphrase, salt, info.kdf)
+    try:
+        seed = AESGCM(file_key).decrypt(nonce, sealed, LABEL_KEY_FILE + header)
+    except InvalidTag as exc:
+        raise WrongPassphraseError("wrong passphrase, or the key file was altered") from exc
+    private_key = PrivateKey(suite=info.suite, seed=seed)
+    if private_key.key_id != info.key_id:
+        raise FormatError("key file's key id does not match its key")
+    return private_key
+
+
+# --------------------------------------------------------------------------- sealed fields
+
+
+def new_data_key() -> bytes:
+    """Return a fresh random 256-bit data key (DEK) for one report or addition."""
+    return secrets.token_bytes(DATA_KEY_LENGTH)
+
+
+def field_aad(*, report_id: uuid.UUID, name: str) -> bytes:
+    """Associated data binding a sealed field to its report and field name."""
+    return length_prefixed(
+        LABEL_FIELD, bytes([FORMAT_VERSION]), _report_id_bytes(report_id), name.encode("utf-8")
+    )
+
+
+def seal_field(
+    value: str,
+    *,
+    data_key: bytes,
+    report_id: uuid.UUID,
+    name: str,
+    nonce: bytes | None = None,
+) -> bytes:
+    """Encrypt one text field: version || suite || nonce || AES-256-GCM(pad(value), AAD).
+
+    ``nonce`` is for test vectors only; production callers leave it to the CSPRNG.
+    """
+    return seal_bytes(
+        value.encode("utf-8"),
+        data_key=data_key,
+        report_id=report_id,
+        name=name,
+        floor=field_floor(name),
+        nonce=nonce,
+    )
+
+
+def seal_bytes(
+    value: bytes,
+    *,
+    data_key: bytes,
+    report_id: uuid.UUID,
+    name: str,
+    floor: int,
+    nonce: bytes | None = None,
+) -> bytes:
+    """Encrypt bytes as a sealed field with an explicit padding floor."""
+    if len(data_key) != DATA_KEY_LENGTH:
+        raise CryptoError("a data key must be 32 bytes")
+    nonce = secrets.token_bytes(NONCE_LENGTH) if nonce is None else nonce
+    if len(nonce) != NONCE_LENGTH:
+        raise CryptoError("a nonce must be 12 bytes")
+    padded = pad(value, floor=floor)
+    ciphertext = AESGCM(data_key).encrypt(nonce, padded, field_aad(report_id=report_id, name=name))
+    return _header(FIELD_SUITE_AES256GCM) + nonce + ciphertext
+
+
+def open_bytes(blob: bytes, *, data_key: bytes, report_id: uuid.UUID, name: str) -> bytes:
+    """Decrypt a sealed field to bytes; raise DecryptionError or FormatError."""
+    _check_header(blob, allowed_suites=(FIELD_SUITE_AES256GCM,), what="sealed field")
+    if len(blob) < 2 + NONCE_LENGTH + 16:
+        raise FormatError("sealed field is truncated")
+    nonce, ciphertext = blob[2 : 2 + NONCE_LENGTH], blob[2 + NONCE_LENGTH :]
+    if len(data_key) != DATA_KEY_LENGTH:
+        raise CryptoError("a data key must be 32 bytes")
+    try:
+        padded = AESGCM(data_key).decrypt(
+            nonce, ciphertext, field_aad(report_id=report_id, name=name)
+        )
+    except InvalidTag as exc:
+        raise DecryptionError(f"sealed field '{name}' failed authentication") from exc
+    return unpad(padded)
+
+
+def open_field(blob: bytes, *, data_key: bytes, report_id: uuid.UUID, name: str) -> str:
+    """Decrypt a sealed text field; raise DecryptionError or FormatError."""
+    value = open_bytes(blob, data_key=data_key, report_id=report_id, name=name)
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"sealed field '{name}' is not UTF-8") from exc
+
+
+# --------------------------------------------------------------------------- wraps
+
+
+def wrap_info(*, report_id: uuid.UUID, key_id: bytes) -> bytes:
+    """HPKE ``info`` binding a wrap to its report and recipient key id."""
+    return length_prefixed(LABEL_WRAP, bytes([FORMAT_VERSION]), _report_id_bytes(report_id), key_id)
+
+
+def wrap_data_key(data_key: bytes, *, report_id: uuid.UUID, recipient: PublicKey) -> bytes:
+    """Seal a data key to one recipient: version || suite || key id || HPKE(enc || ct)."""
+    if len(data_key) != DATA_KEY_LENGTH:
+        raise CryptoError("a data key must be 32 bytes")
+    sealed = _hpke_suite(recipient.suite).encrypt(
+        data_key,
+        recipient._hpke_public(),
+        info=wrap_info(report_id=report_id, key_id=recipient.key_id),
+    )
+    return _header(recipient.suite) + recipient.key_id + sealed
+
+
+def wrap_key_id(blob: bytes) -> bytes:
+    """Return the recipient key id a wrap is addressed to; raise FormatError if malformed."""
+    _check_header(blob, allowed_suites=_SUITE_PUBLIC_LENGTHS, what="wrap")
+    if len(blob) < 2 + KEY_ID_LENGTH:
+        raise FormatError("wrap is truncated")
+    return blob[2 : 2 + KEY_ID_LENGTH]
+
+
+def unwrap_data_key(blob: bytes, *, report_id: uuid.UUID, private_key: PrivateKey) -> bytes:
+    """Open a wrap with a private key; raise DecryptionError if it is not for this key/report."""
+    suite = _check_header(blob, allowed_suites=_SUITE_PUBLIC_LENGTHS, what="wrap")
+    key_id = wrap_key_id(blob)
+    if suite != private_key.suite or not hmac.compare_digest(key_id, private_key.key_id):
+        raise DecryptionError("this wrap is addressed to another key")
+    try:
+        data_key = _hpke_suite(suite).decrypt(
+            blob[2 + KEY_ID_LENGTH :],
+            private_key._hpke_private(),
+            info=wrap_info(report_id=report_id, key_id=key_id),
+        )
+    except (InvalidTag, ValueError) as exc:
+        raise DecryptionError("wrap failed authentication (tampered or moved)") from exc
+    if len(data_key) != DATA_KEY_LENGTH:
+        raise FormatError("wrapped data key has the wrong length")
+    return data_key
+
+
+# --------------------------------------------------------------------------- whole reports
+
+
+@dataclass(frozen=True)
+class SealedReport:
+    """Ciphertext of one report: sealed fields by name and wraps by recipient key id."""
+
+    report_id: uuid.UUID
+    fields: dict[str, bytes]
+    wraps: dict[bytes, bytes]
+
+
+def seal_report(
+    values: Mapping[str, str], *, report_id: uuid.UUID, recipients: Iterable[PublicKey]
+) -> SealedReport:
+    """Seal every value under a fresh data key and wrap that key to each recipient."""
+    recipient_list = list(recipients)
+    if not recipient_list:
+        raise CryptoError("a report needs at least one recipient")
+    data_key = new_data_key()
+    fields = {
+        name: seal_field(value, data_key=data_key, report_id=report_id, name=name)
+        for name, value in values.items()
+    }
+    wraps = {
+        recipient.key_id: wrap_data_key(data_key, report_id=report_id, recipient=recipient)
+        for recipient in recipient_list
+    }
+    return SealedReport(report_id=report_id, fields=fields, wraps=wraps)
+
+
+def open_report(
+    sealed_fields: Mapping[str, bytes],
+    *,
+    report_id: uuid.UUID,
+    wrap: bytes,
+    private_key: PrivateKey,
+) -> dict[str, str]:
+    """Unwrap the data key with ``private_key`` and open every sealed field."""
+    data_key = unwrap_data_key(wrap, report_id=report_id, private_key=private_key)
+    return {
+        name: open_field(blob, data_key=data_key, report_id=report_id, name=name)
+        for name, blob in sealed_fields.items()
+    }
+
+
+# --------------------------------------------------------------------------- receipts
+
+
+def new_receipt() -> str:
+    """Return a new receipt: 28 random Crockford base32 symbols (140 bits) in groups of 4."""
+    symbols = "".join(secrets.choice(CROCKFORD_ALPHABET) for _ in range(RECEIPT_SYMBOLS))
+    return format_receipt(symbols)
+
+
+def format_receipt(symbols: str) -> str:
+    """Group canonical receipt symbols in fours, separated by dashes."""
+    return "-".join(symbols[i : i + RECEIPT_GROUP] for i in range(0, len(symbols), RECEIPT_GROUP))
+
+
+_CROCKFORD_CONFUSIONS = str.maketrans({"I": "1", "L": "1", "O": "0", "U": "V"})
+
+
+def normalize_receipt(text: str) -> str:
+    """Return the canonical 28-symbol receipt; accept any case, spaces, dashes, I/L/O typos.
+
+    Raise ReceiptError if anything else is wrong (length or characters).
+    """
+    cleaned = "".join(ch for ch in text.upper() if ch not in " -_.\t\r\n")
+    cleaned = cleaned.translate(_CROCKFORD_CONFUSIONS)
+    if len(cleaned) != RECEIPT_SYMBOLS or any(ch not in CROCKFORD_ALPHABET for ch in cleaned):
+        raise ReceiptError("not a receipt code")
+    return cleaned
+
+
+@dataclass(frozen=True)
+class WitnessSecrets:
+    """Values derived from a receipt: the lookup token and the witness's own key."""
+
+    lookup_token: bytes = field(repr=False)
+    witness_key: PrivateKey = field(repr=False)
+
+
+def derive_witness_secrets(receipt: str) -> WitnessSecrets:
+    """Derive the domain-separated lookup token and X-Wing witness key from a receipt."""
+    ikm = normalize_receipt(receipt).encode("ascii")
+
+    def expand(label: bytes) -> bytes:
+        return HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=LABEL_RECEIPT_SALT, info=label
+        ).derive(ikm)
+
+    return WitnessSecrets(
+        lookup_token=expand(LABEL_RECEIPT_LOOKUP),
+        witness_key=PrivateKey(suite=SUITE_XWING, seed=expand(LABEL_RECEIPT_WITNESS_KEY)),
+    )
+
+
+def lookup_hash(lookup_token: bytes, *, secret: bytes) -> bytes:
+    """Keyed hash of a lookup token, as stored on the server (HMAC-SHA256 with a server secret)."""
+    return hmac.new(secret, lookup_token, hashlib.sha256).digest()
+
+
+# --------------------------------------------------------------------------- seed backups
+
+
+def split_seed(private_key: PrivateKey, *, threshold: int = 3, shares: int = 5) -> list[str]:
+    """Split the key seed into SLIP-39 word shares (default 3-of-5) for a paper backup."""
+    import shamir_mnemonic
+
+    groups = shamir_mnemonic.generate_mnemonics(
+        group_threshold=1,
+        groups=[(threshold, shares)],
+        master_secret=private_key.seed,
+        passphrase=b"",
+    )
+    return list(groups[0])
+
+
+def combine_seed(mnemonics: Iterable[str], *, suite: int = SUITE_XWING) -> PrivateKey:
+    """Rebuild a private key from enough SLIP-39 shares; raise FormatError when that fails."""
+    import shamir_mnemonic
+
+    try:
+        seed = shamir_mnemonic.combine_mnemonics([m.strip() for m in mnemonics], passphrase=b"")
+    except shamir_mnemonic.MnemonicError as exc:
+        raise FormatError(f"the shares do not combine: {exc}") from exc
+    return PrivateKey(suite=suite, seed=seed)
+
+
+def random_passphrase(words: int = 6) -> str:
+    """Return a random passphrase of lowercase base32 groups (for generated demo keys only)."""
+    return "-".join(base64.b32encode(os.urandom(5)).decode("ascii").lower() for _ in range(words))

@@ -1,0 +1,1 @@
+"""Use-cases of the register, without request state: each takes explicit collaborators."""

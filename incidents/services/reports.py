@@ -1,0 +1,199 @@
+"""Filing, listing and opening reports.
+
+``file_report`` seals every sensitive value in memory before anything reaches the database and
+stores the report, its sealed fields and its wraps in one transaction. The clear shell holds
+only coarse values: the ISO week or month of the incident, never the exact date.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import date
+
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from incidents import crypto, vocabulary
+from incidents.db import db
+from incidents.keyring import Keyring
+from incidents.models import SEALED_FIELDS, RecipientKey, Report, Wrap
+from incidents.services.errors import NoWrapForKeyError, ReportNotFoundError, ReportNotSavedError
+
+
+@dataclass(frozen=True)
+class ReportDraft:
+    """What a witness submitted, validated; lives only in memory until sealed."""
+
+    category: str
+    occurred_on: date
+    date_precision: str
+    country: str
+    city: str
+    place_detail: str
+    narrative: str
+    targeted_person: str
+    perpetrator_type: str
+    perpetrator_description: str
+    contact: str
+    consent_contact: bool
+    consent_statistics: bool
+
+    def sealed_values(self) -> dict[str, str]:
+        """The values that are sealed, by field name (the exact date as ISO text)."""
+        values = {name: getattr(self, name) for name in SEALED_FIELDS if name != "occurred_on"}
+        return {"occurred_on": self.occurred_on.isoformat(), **values}
+
+
+@dataclass(frozen=True)
+class FiledReport:
+    """Result of filing: the new report's id and the receipt, shown to the witness once."""
+
+    report_id: uuid.UUID
+    receipt: str
+
+
+@dataclass(frozen=True)
+class ReportShell:
+    """The clear, coarse fields of a report: safe for any staff member to see."""
+
+    id: str
+    received_on: str
+    status: str
+    category: str
+    occurred_period: str
+    date_precision: str
+    country: str
+    city: str
+    geo_precision: str
+    perpetrator_type: str
+    consent_contact: bool
+    consent_statistics: bool
+
+    def to_dict(self) -> dict[str, object]:
+        """Return the shell as a JSON-ready dictionary."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class OpenedReport:
+    """A decrypted report: shell plus sealed values. Never written back anywhere."""
+
+    shell: ReportShell
+    sealed: dict[str, str]
+
+    def to_dict(self) -> dict[str, object]:
+        """Return shell and decrypted fields as one JSON-ready dictionary."""
+        return {**self.shell.to_dict(), "sealed": dict(self.sealed)}
+
+
+def occurred_period(occurred_on: date, precision: str) -> str:
+    """Coarsen the incident date: ISO week for day/week precision, month otherwise."""
+    if precision in ("day", "week"):
+        year, week, _ = occurred_on.isocalendar()
+        return f"{year}-W{week:02d}"
+    return f"{occurred_on.year}-{occurred_on.month:02d}"
+
+
+def file_report(
+    draft: ReportDraft,
+    *,
+    keyring: Keyring,
+    receipt_secret: bytes,
+    received_on: date,
+) -> FiledReport:
+    """Seal and store a report in one transaction; return its id and the new receipt.
+
+    Raises ReportNotSavedError (after rolling back) if the database refuses the write.
+    """
+    report_id = uuid.uuid4()
+    receipt = crypto.new_receipt()
+    witness = crypto.derive_witness_secrets(receipt)
+    sealed = crypto.seal_report(
+        draft.sealed_values(), report_id=report_id, recipients=keyring.recipients
+    )
+    report = Report(
+        id=report_id,
+        received_on=received_on,
+        status="new",
+        format_version=crypto.FORMAT_VERSION,
+        category=draft.category,
+        occurred_period=occurred_period(draft.occurred_on, draft.date_precision),
+        date_precision=draft.date_precision,
+        country=draft.country,
+        city=draft.city,
+        geo_precision=vocabulary.geo_precision(draft.country, draft.city),
+        perpetrator_type=draft.perpetrator_type,
+        consent_contact=draft.consent_contact,
+        consent_statistics=draft.consent_statistics,
+        witness_lookup_hash=crypto.lookup_hash(witness.lookup_token, secret=receipt_secret),
+        witness_public_key=witness.witness_key.public_key().to_bytes(),
+        **{f"{name}_sealed": blob for name, blob in sealed.fields.items()},
+    )
+    try:
+        for recipient in keyring.recipients:
+            register_recipient(recipient, role="organizer", today=received_on)
+        db.session.add(report)
+        for key_id, blob in sealed.wraps.items():
+            db.session.add(Wrap(report_id=report_id, key_id=key_id.hex(), blob=blob))
+        db.session.commit()
+    except SQLAlchemyError as exc:
+        db.session.rollback()
+        raise ReportNotSavedError("the database refused the report") from exc
+    return FiledReport(report_id=report_id, receipt=receipt)
+
+
+def register_recipient(public_key: crypto.PublicKey, *, role: str, today: date) -> None:
+    """Add a recipient key row if it is not there yet (within the caller's transaction)."""
+    if db.session.get(RecipientKey, public_key.key_id_hex) is not None:
+        return
+    db.session.add(
+        RecipientKey(
+            key_id=public_key.key_id_hex,
+            suite=public_key.suite,
+            public_key=public_key.to_bytes(),
+            fingerprint=public_key.fingerprint,
+            role=role,
+            added_on=today,
+            is_retired=False,
+        )
+    )
+    db.session.flush()
+
+
+def list_report_shells() -> Sequence[ReportShell]:
+    """Return the shells of all reports, newest received first (ties in random-id order)."""
+    rows = db.session.scalars(select(Report).order_by(Report.received_on.desc(), Report.id)).all()
+    return [_shell(row) for row in rows]
+
+
+def open_stored_report(report_id: uuid.UUID, *, private_key: crypto.PrivateKey) -> OpenedReport:
+    """Decrypt a stored report with a private key; raise domain or crypto errors."""
+    report = db.session.get(Report, report_id)
+    if report is None:
+        raise ReportNotFoundError(f"no report {report_id}")
+    wrap = db.session.get(Wrap, (report_id, private_key.key_id.hex()))
+    if wrap is None:
+        raise NoWrapForKeyError(f"report {report_id} is not wrapped to this key")
+    values = crypto.open_report(
+        report.sealed_fields(), report_id=report_id, wrap=wrap.blob, private_key=private_key
+    )
+    return OpenedReport(shell=_shell(report), sealed=values)
+
+
+def _shell(report: Report) -> ReportShell:
+    return ReportShell(
+        id=str(report.id),
+        received_on=report.received_on.isoformat(),
+        status=report.status,
+        category=report.category,
+        occurred_period=report.occurred_period,
+        date_precision=report.date_precision,
+        country=report.country,
+        city=report.city,
+        geo_precision=report.geo_precision,
+        perpetrator_type=report.perpetrator_type,
+        consent_contact=report.consent_contact,
+        consent_statistics=report.consent_statistics,
+    )
