@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
-from typing import Any, ClassVar
 
 from sqlalchemy import Boolean, Date, ForeignKey, Integer, LargeBinary, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -32,7 +31,7 @@ class Report(Base):
     """One witness report: clear shell fields for triage and exports, sealed body, witness key."""
 
     __tablename__ = "reports"
-    __table_args__: ClassVar[dict[str, Any]] = {"sqlite_with_rowid": False}
+    __table_args__ = ({"sqlite_with_rowid": False},)
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     received_on: Mapped[date] = mapped_column(Date)
@@ -72,7 +71,7 @@ class Wrap(Base):
     """The report's data key sealed (HPKE) to one recipient key."""
 
     __tablename__ = "wraps"
-    __table_args__: ClassVar[dict[str, Any]] = {"sqlite_with_rowid": False}
+    __table_args__ = ({"sqlite_with_rowid": False},)
 
     report_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("reports.id", ondelete="CASCADE"), primary_key=True

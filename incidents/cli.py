@@ -1,0 +1,350 @@
+"""Command-line tools: ``flask --app app keys ...``, ``reports ...`` and ``demo ...``.
+
+Every expected failure (wrong passphrase, tampered ciphertext, missing file, unknown report)
+ends with one clear message and a non-zero exit status, never a traceback. Passphrases are
+asked for on the terminal (twice when creating a key) or read from ``INCIDENTS_KEY_PASSPHRASE``
+for automation; they are never echoed or logged.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from incidents import crypto
+from incidents.config import DEMO_KEY_ID, DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, Settings
+from incidents.services import reports
+from incidents.services.errors import DomainError
+
+PASSPHRASE_VARIABLE = "INCIDENTS_KEY_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
+MIN_PASSPHRASE_LENGTH = 12
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+keys_cli = AppGroup("keys", help="Create, inspect, back up and restore recipient keys.")
+reports_cli = AppGroup("reports", help="List and open stored reports (organizer tools).")
+demo_cli = AppGroup("demo", help="Prepare a local demonstration installation.")
+
+
+def register_commands(app: Flask) -> None:
+    """Attach the command groups to ``app``."""
+    app.cli.add_command(keys_cli)
+    app.cli.add_command(reports_cli)
+    app.cli.add_command(demo_cli)
+
+
+def clear_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn expected failures into one-line messages instead of tracebacks."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except crypto.WrongPassphraseError as exc:
+            raise click.ClickException(
+                "wrong passphrase (or the key file was altered); nothing was changed"
+            ) from exc
+        except crypto.DecryptionError as exc:
+            raise click.ClickException(
+                f"decryption failed: {exc}. The ciphertext was altered or moved, "
+                "or this is not the right key"
+            ) from exc
+        except crypto.CryptoError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except DomainError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except OSError as exc:
+            raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}") from exc
+
+    return wrapper
+
+
+def _settings() -> Settings:
+    settings: Settings = current_app.extensions["incidents.settings"]
+    return settings
+
+
+def new_passphrase() -> str:
+    """Ask for a new passphrase twice (or read the environment); enforce a minimum length."""
+    passphrase = os.environ.get(PASSPHRASE_VARIABLE)
+    if passphrase is None:
+        passphrase = click.prompt(
+            "New passphrase for the key file",
+            hide_input=True,
+            confirmation_prompt="Repeat the passphrase",
+        )
+    if len(passphrase) < MIN_PASSPHRASE_LENGTH:
+        raise click.ClickException(
+            f"the passphrase must have at least {MIN_PASSPHRASE_LENGTH} characters; "
+            "a few random words are easier to remember and stronger"
+        )
+    return passphrase
+
+
+def existing_passphrase() -> str:
+    """Ask once for the passphrase of an existing key file (or read the environment)."""
+    passphrase = os.environ.get(PASSPHRASE_VARIABLE)
+    if passphrase is None:
+        passphrase = click.prompt("Passphrase of the key file", hide_input=True)
+    return passphrase
+
+
+def read_private_key(path: Path) -> crypto.PrivateKey:
+    """Open a private key file with a passphrase; crypto errors propagate to ``clear_errors``."""
+    text = _read_text(path, what="private key file")
+    crypto.inspect_private_key_file(text)  # a clear FormatError before asking for a passphrase
+    return crypto.decrypt_private_key(text, passphrase=existing_passphrase())
+
+
+def read_public_key(path: Path) -> crypto.PublicKey:
+    """Read an armored public key file."""
+    return crypto.PublicKey.from_armor(_read_text(path, what="public key file"))
+
+
+def _read_text(path: Path, *, what: str) -> str:
+    try:
+        return path.read_text(encoding="ascii")
+    except FileNotFoundError as exc:
+        raise click.ClickException(f"{what} {path} does not exist") from exc
+    except UnicodeDecodeError as exc:
+        raise click.ClickException(f"{path} is not a {what}") from exc
+
+
+def write_new_file(path: Path, text: str, *, mode: int) -> None:
+    """Write a file that must not exist yet, with the given permissions."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError as exc:
+        raise click.ClickException(f"{path} already exists; refusing to overwrite it") from exc
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(text)
+
+
+def write_key_pair(
+    private_key: crypto.PrivateKey,
+    *,
+    out: Path,
+    public_out: Path | None,
+    passphrase: str,
+    kdf: crypto.KdfParams = crypto.DEFAULT_KDF,
+) -> crypto.PublicKey:
+    """Write the encrypted private key file (0600) and, if asked, the public key file."""
+    for target in (out, public_out):
+        if target is not None and target.exists():
+            raise click.ClickException(f"{target} already exists; refusing to overwrite it")
+    public_key = private_key.public_key()
+    write_new_file(
+        out, crypto.encrypt_private_key(private_key, passphrase=passphrase, kdf=kdf), mode=0o600
+    )
+    if public_out is not None:
+        write_new_file(public_out, public_key.to_armor(), mode=0o644)
+    return public_key
+
+
+def echo_key(public_key: crypto.PublicKey) -> None:
+    """Print suite, key id and fingerprint of a key."""
+    click.echo(f"Suite:       {public_key.suite_name}")
+    click.echo(f"Key id:      {public_key.key_id_hex}")
+    click.echo(f"Fingerprint: {public_key.fingerprint}")
+
+
+# --------------------------------------------------------------------------- keys
+
+
+@keys_cli.command("init")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Where to write the passphrase-protected private key file.",
+)
+@click.option(
+    "--public-out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to write the public key (e.g. keys/organizer.pub).",
+)
+@clear_errors
+def keys_init(out: Path, public_out: Path | None) -> None:
+    """Create a new key pair; run this on the organizer's own (ideally offline) machine."""
+    passphrase = new_passphrase()
+    click.echo("Deriving the file key with Argon2id (256 MiB, a second or two)...", err=True)
+    public_key = write_key_pair(
+        crypto.PrivateKey.generate(), out=out, public_out=public_out, passphrase=passphrase
+    )
+    click.echo(f"Private key file: {out} (keep it off the server; back it up with 'keys backup')")
+    if public_out is not None:
+        click.echo(f"Public key file:  {public_out}")
+    echo_key(public_key)
+    click.echo(
+        "Pin this key on the server with INCIDENTS_ORGANIZER_KEY_ID="
+        f"{public_key.key_id_hex} after comparing the fingerprint."
+    )
+
+
+@keys_cli.command("show")
+@click.option(
+    "--public",
+    "public_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Public key file (default: the configured organizer key).",
+)
+@clear_errors
+def keys_show(public_path: Path | None) -> None:
+    """Print the key id and fingerprint of a public key."""
+    settings = _settings()
+    path = public_path or settings.organizer_public_key_path
+    public_key = read_public_key(path)
+    click.echo(f"File:        {path}")
+    echo_key(public_key)
+    if public_path is None:
+        pinned = settings.organizer_key_id
+        if pinned and crypto.parse_key_id(pinned) == public_key.key_id:
+            click.echo("Pinned:      yes (INCIDENTS_ORGANIZER_KEY_ID matches)")
+        else:
+            click.echo("Pinned:      NO (INCIDENTS_ORGANIZER_KEY_ID is unset or different)")
+
+
+@keys_cli.command("backup")
+@click.option("--key", "key_path", type=click.Path(path_type=Path), required=True)
+@clear_errors
+def keys_backup(key_path: Path) -> None:
+    """Print a 3-of-5 SLIP-39 word-share backup of a private key, for paper."""
+    private_key = read_private_key(key_path)
+    shares = crypto.split_seed(private_key, threshold=3, shares=5)
+    click.echo(f"Backup of key {private_key.key_id.hex()} ({private_key.public_key().suite_name})")
+    click.echo("Any 3 of these 5 shares rebuild the key; fewer reveal nothing about it.")
+    click.echo("Write each share on paper and give them to 5 different trusted people or places.")
+    click.echo("")
+    for number, share in enumerate(shares, start=1):
+        click.echo(f"Share {number} of 5:")
+        click.echo(f"  {share}")
+        click.echo("")
+
+
+@keys_cli.command("restore")
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True)
+@click.option("--public-out", type=click.Path(path_type=Path), default=None)
+@click.option("--suite", type=click.Choice(["xwing", "x25519"]), default="xwing", show_default=True)
+@clear_errors
+def keys_restore(out: Path, public_out: Path | None, suite: str) -> None:
+    """Rebuild a private key file from 3 of its 5 word shares (one share per line)."""
+    shares: list[str] = []
+    interactive = sys.stdin.isatty()
+    while len(shares) < 3:
+        if interactive:
+            line = click.prompt(f"Share {len(shares) + 1}", hide_input=True)
+        else:
+            line = sys.stdin.readline()
+            if not line:
+                break
+        if line.strip():
+            shares.append(line.strip())
+    if len(shares) < 3:
+        raise click.ClickException("3 shares are needed to restore a key")
+    suite_byte = crypto.SUITE_XWING if suite == "xwing" else crypto.SUITE_X25519
+    private_key = crypto.combine_seed(shares, suite=suite_byte)
+    public_key = write_key_pair(
+        private_key, out=out, public_out=public_out, passphrase=new_passphrase()
+    )
+    click.echo(f"Restored private key file: {out}")
+    echo_key(public_key)
+
+
+# --------------------------------------------------------------------------- reports
+
+
+@reports_cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (ids and shell fields).")
+def reports_list(as_json: bool) -> None:
+    """List stored reports with their clear shell fields, newest received first."""
+    shells = reports.list_report_shells()
+    if as_json:
+        click.echo(json.dumps([shell.to_dict() for shell in shells], indent=2))
+        return
+    for shell in shells:
+        click.echo(
+            f"{shell.id}  {shell.received_on}  {shell.status:<8} {shell.category:<20} "
+            f"{shell.occurred_period:<8} {shell.country}/{shell.city}"
+        )
+    click.echo(f"{len(shells)} report(s)", err=True)
+
+
+@reports_cli.command("open")
+@click.argument("report_id")
+@click.option("--key", "key_path", type=click.Path(path_type=Path), required=True)
+@clear_errors
+def reports_open(report_id: str, key_path: Path) -> None:
+    """Decrypt one report with a private key file and print it as JSON."""
+    parsed_id = _parse_report_id(report_id)
+    private_key = read_private_key(key_path)
+    opened = reports.open_stored_report(parsed_id, private_key=private_key)
+    click.echo(json.dumps(opened.to_dict(), indent=2, ensure_ascii=False))
+
+
+def _parse_report_id(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError as exc:
+        raise click.ClickException(f"{text!r} is not a report id") from exc
+
+
+# --------------------------------------------------------------------------- demo
+
+
+@demo_cli.command("prepare")
+@clear_errors
+def demo_prepare() -> None:
+    """Upgrade the database and, if no organizer key is configured, create a demo key."""
+    from flask_migrate import upgrade
+
+    settings = _settings()
+    settings.instance_path.mkdir(parents=True, exist_ok=True)
+    upgrade()
+    if not settings.is_demo_key:
+        click.echo(f"Using the configured organizer key {settings.organizer_public_key_path}.")
+        return
+    demo = settings.demo_directory()
+    public_path = demo / DEMO_PUBLIC_KEY
+    if public_path.exists():
+        click.echo(f"Using the demo organizer key in {demo} (created earlier).")
+        return
+    passphrase = crypto.random_passphrase()
+    public_key = write_key_pair(
+        crypto.PrivateKey.generate(),
+        out=demo / DEMO_PRIVATE_KEY,
+        public_out=public_path,
+        passphrase=passphrase,
+    )
+    write_new_file(demo / DEMO_KEY_ID, public_key.key_id_hex + "\n", mode=0o644)
+    _announce_demo_key(demo, public_key, passphrase)
+
+
+def _announce_demo_key(demo: Path, public_key: crypto.PublicKey, passphrase: str) -> None:
+    lines: list[Any] = [
+        "",
+        "=" * 72,
+        "DEMO KEY created for this local installation only. Never use it for real reports.",
+        f"  private key file: {demo / DEMO_PRIVATE_KEY}",
+        f"  passphrase:       {passphrase}",
+        "  (shown once: copy it now to open demo reports with 'reports open')",
+        f"  key id:           {public_key.key_id_hex}",
+        "=" * 72,
+        "",
+    ]
+    for line in lines:
+        click.echo(line)

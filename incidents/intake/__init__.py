@@ -1,0 +1,1 @@
+"""Witness-facing blueprint: the report form and the receipt page."""
