@@ -116,6 +116,11 @@ class Settings:
             receipt_secret=secrets.token_hex(32),
         )
 
+    @property
+    def receipt_key(self) -> bytes:
+        """The receipt secret as HMAC key bytes: UTF-8 of the configured text, never changed."""
+        return self.receipt_secret.encode("utf-8")
+
     def demo_directory(self) -> Path:
         """Where ``make run`` keeps the generated demo organizer key."""
         return self.instance_path / DEMO_DIRECTORY

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import os
 import secrets
 import struct
+import unicodedata
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -84,7 +86,6 @@ _SUITE_PUBLIC_LENGTHS = {
     SUITE_X25519: X25519_PUBLIC_LENGTH,
 }
 _MAX_ARGON2_MEMORY_KIB = 4 * 1024 * 1024
-_MAX_PADDED_LENGTH = 64 * 1024 * 1024
 
 
 class CryptoError(Exception):
@@ -200,7 +201,7 @@ class PublicKey:
             raise FormatError("public key has the wrong length for its suite")
         self._hpke_public()  # parses the components; raises FormatError if invalid
 
-    @property
+    @functools.cached_property
     def key_id(self) -> bytes:
         """First 16 bytes of SHA-256 over length-prefixed (label, suite, public key)."""
         digest = hashlib.sha256(length_prefixed(LABEL_KEY_ID, bytes([self.suite]), self.raw))
@@ -265,7 +266,11 @@ class PublicKey:
 
 @dataclass(frozen=True)
 class PrivateKey:
-    """A recipient private key held as its 32-byte seed; never serialised in clear."""
+    """A recipient private key held as its 32-byte seed; never serialised in clear.
+
+    The public key and the expanded HPKE private key are derived once and cached on the object
+    (they are as secret as the seed itself, and deriving them costs more than a decapsulation).
+    """
 
     suite: int
     seed: bytes = field(repr=False)
@@ -284,6 +289,10 @@ class PrivateKey:
 
     def public_key(self) -> PublicKey:
         """Derive the public key deterministically from the seed."""
+        return self._public
+
+    @functools.cached_property
+    def _public(self) -> PublicKey:
         if self.suite == SUITE_XWING:
             mlkem_private, x_private = _expand_xwing_seed(self.seed)
             raw = (
@@ -298,12 +307,16 @@ class PrivateKey:
             )
         return PublicKey(suite=self.suite, raw=raw)
 
-    @property
+    @functools.cached_property
     def key_id(self) -> bytes:
         """The key id of the matching public key."""
         return self.public_key().key_id
 
     def _hpke_private(self) -> hpke.MLKEM768X25519PrivateKey | x25519.X25519PrivateKey:
+        return self._expanded_private
+
+    @functools.cached_property
+    def _expanded_private(self) -> hpke.MLKEM768X25519PrivateKey | x25519.X25519PrivateKey:
         if self.suite == SUITE_XWING:
             mlkem_private, x_private = _expand_xwing_seed(self.seed)
             return hpke.MLKEM768X25519PrivateKey(mlkem_private, x_private)
@@ -388,6 +401,11 @@ DEFAULT_KDF = KdfParams()
 _KEY_FILE_HEADER = struct.Struct(">4sBBBIII16s12s16s")
 
 
+def normalize_passphrase(passphrase: str) -> bytes:
+    """UTF-8 of the NFC form, so the same words typed on another system give the same key."""
+    return unicodedata.normalize("NFC", passphrase).encode("utf-8")
+
+
 def _derive_file_key(passphrase: str, salt: bytes, params: KdfParams) -> bytes:
     kdf = Argon2id(
         salt=salt,
@@ -396,7 +414,7 @@ def _derive_file_key(passphrase: str, salt: bytes, params: KdfParams) -> bytes:
         lanes=params.lanes,
         memory_cost=params.memory_kib,
     )
-    return kdf.derive(passphrase.encode("utf-8"))
+    return kdf.derive(normalize_passphrase(passphrase))
 
 
 def encrypt_private_key(
@@ -445,8 +463,8 @@ def inspect_private_key_file(text: str) -> KeyFileInfo:
 
 def _parse_key_file(text: str) -> tuple[KeyFileInfo, bytes, bytes]:
     data = _dearmor(PRIVATE_ARMOR, text)
-    if len(data) < _KEY_FILE_HEADER.size + 16:
-        raise FormatError("private key file is truncated")
+    if len(data) != _KEY_FILE_HEADER.size + SEED_LENGTH + 16:
+        raise FormatError("private key file is truncated or has trailing data")
     header, sealed = data[: _KEY_FILE_HEADER.size], data[_KEY_FILE_HEADER.size :]
     magic, version, suite, kdf_id, iterations, memory, lanes, _salt, _nonce, key_id = (
         _KEY_FILE_HEADER.unpack(header)
@@ -670,15 +688,33 @@ def format_receipt(symbols: str) -> str:
 
 
 _CROCKFORD_CONFUSIONS = str.maketrans({"I": "1", "L": "1", "O": "0", "U": "V"})
+# Cyrillic letters that look like Latin ones, as typed on a Russian or Serbian keyboard layout.
+_CYRILLIC_LOOKALIKES = str.maketrans(
+    {
+        "А": "A", "В": "B", "Е": "E", "К": "K", "М": "M", "Н": "H", "О": "O", "Р": "P",
+        "С": "C", "Т": "T", "Х": "X", "У": "Y", "З": "3", "Ј": "J",
+        "а": "a", "в": "b", "е": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p",
+        "с": "c", "т": "t", "х": "x", "у": "y", "з": "3", "ј": "j",
+    }
+)  # fmt: skip
+_RECEIPT_SEPARATORS = frozenset("-_.\u2010\u2011\u2012\u2013\u2014\u2212")
 
 
 def normalize_receipt(text: str) -> str:
-    """Return the canonical 28-symbol receipt; accept any case, spaces, dashes, I/L/O typos.
+    """Return the canonical 28-symbol receipt, forgiving the typing mistakes people make.
 
-    Raise ReceiptError if anything else is wrong (length or characters).
+    Accepted: any case, whitespace (including non-breaking spaces) and dashes anywhere, I/L for
+    1, O for 0, U for V, and Cyrillic letters that look like Latin ones. Anything else non-ASCII,
+    a wrong length or a symbol outside the alphabet raises ReceiptError.
     """
-    cleaned = "".join(ch for ch in text.upper() if ch not in " -_.\t\r\n")
-    cleaned = cleaned.translate(_CROCKFORD_CONFUSIONS)
+    kept = [
+        ch
+        for ch in text.translate(_CYRILLIC_LOOKALIKES)
+        if not ch.isspace() and ch not in _RECEIPT_SEPARATORS
+    ]
+    if any(not ch.isascii() for ch in kept):
+        raise ReceiptError("not a receipt code")
+    cleaned = "".join(kept).upper().translate(_CROCKFORD_CONFUSIONS)
     if len(cleaned) != RECEIPT_SYMBOLS or any(ch not in CROCKFORD_ALPHABET for ch in cleaned):
         raise ReceiptError("not a receipt code")
     return cleaned
@@ -729,11 +765,16 @@ def split_seed(private_key: PrivateKey, *, threshold: int = 3, shares: int = 5) 
 
 
 def combine_seed(mnemonics: Iterable[str], *, suite: int = SUITE_XWING) -> PrivateKey:
-    """Rebuild a private key from enough SLIP-39 shares; raise FormatError when that fails."""
+    """Rebuild a private key from at least the threshold of SLIP-39 shares; else FormatError."""
     import shamir_mnemonic
 
+    shares = list(dict.fromkeys(" ".join(m.split()).lower() for m in mnemonics if m.strip()))
     try:
-        seed = shamir_mnemonic.combine_mnemonics([m.strip() for m in mnemonics], passphrase=b"")
+        if shares:
+            # SLIP-39 wants exactly the threshold; extra shares of the same set are redundant.
+            threshold = shamir_mnemonic.share.Share.from_mnemonic(shares[0]).member_threshold
+            shares = shares[:threshold]
+        seed = shamir_mnemonic.combine_mnemonics(shares, passphrase=b"")
     except shamir_mnemonic.MnemonicError as exc:
         raise FormatError(f"the shares do not combine: {exc}") from exc
     return PrivateKey(suite=suite, seed=seed)

@@ -54,7 +54,7 @@ CATEGORIES: tuple[Category, ...] = (
     Category("pressure_employer", N_("Pressure on employer or landlord"), "intimidation"),
     Category("recruitment", N_("Recruitment attempt"), "intimidation"),
     Category("smear", N_("Smear or online harassment"), "intimidation"),
-    Category("property_economic", N_("Property or economic"), "intimidation"),
+    Category("property_economic", N_("Property or economic pressure"), "intimidation"),
     Category("other", N_("Other"), "intimidation"),
     Category("assault", N_("Assault"), "physical"),
     Category("rally_disruption", N_("Rally disruption or provocation"), "physical"),

@@ -43,7 +43,12 @@ def readable_text(_form: FlaskForm, field: Field) -> None:
             _l("Some characters could not be read. Please retype this text and send again.")
         )
     if any(ord(ch) < 32 and ch not in _ALLOWED_CONTROL for ch in value):
-        raise ValidationError(_l("This text contains invisible control characters."))
+        raise ValidationError(
+            _l(
+                "This text contains invisible control characters. "
+                "Please type it again instead of pasting it."
+            )
+        )
 
 
 def plausible_date(_form: FlaskForm, field: Field) -> None:
@@ -62,7 +67,7 @@ PLACEHOLDER = SelectChoice("", "")
 
 def max_length(limit: int) -> Length:
     """A translated maximum-length validator."""
-    return Length(max=limit, message=_l("Please keep this under %(max)d characters."))
+    return Length(max=limit, message=_l("Please keep this to at most %(max)d characters."))
 
 
 @dataclass(frozen=True)
@@ -212,7 +217,7 @@ class ReportForm(FlaskForm):
         validators=[max_length(LONG_TEXT_MAX), readable_text],
     )
     contact = StringField(
-        _l("How can a lawyer contact you safely? (optional)"),
+        _l("How can a legal-aid volunteer contact you safely? (optional)"),
         validators=[max_length(SHORT_TEXT_MAX), readable_text],
     )
     consent_contact = BooleanField(_l("A legal-aid volunteer may contact me."))
@@ -227,7 +232,7 @@ class ReportForm(FlaskForm):
         """Contact details are only useful (and only kept) with consent to be contacted."""
         if (field.data or "").strip() and not self.consent_contact.data:
             raise ValidationError(
-                _l("Tick the box below if you want to be contacted, or leave this empty.")
+                _l("Tick the box above if you want to be contacted, or leave this empty.")
             )
 
     def to_draft(self) -> ReportDraft:

@@ -57,7 +57,7 @@ def submit() -> ResponseReturnValue:
         filed = reports.file_report(
             form.to_draft(),
             keyring=keyring,
-            receipt_secret=current_settings().receipt_secret.encode("ascii"),
+            receipt_secret=current_settings().receipt_key,
             received_on=datetime.now(UTC).date(),
         )
     except ReportNotSavedError as exc:
