@@ -15,8 +15,9 @@ from flask import Flask
 from incidents import crypto
 from incidents.config import PROJECT_ROOT, ConfigError, Settings
 from incidents.db import db
-from incidents.extensions import babel, csrf, migrate
+from incidents.extensions import babel, csrf, limiter, login_manager, migrate
 from incidents.keyring import KeyringCache
+from incidents.requests import ReadableRequest
 from incidents.services.errors import KeyUnavailableError
 
 MIGRATIONS_DIRECTORY = Path(__file__).resolve().parent / "migrations"
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         template_folder=str(PROJECT_ROOT / "templates"),
         static_folder=str(PROJECT_ROOT / "static"),
     )
+    app.request_class = ReadableRequest
     _configure(app, settings)
     _init_extensions(app)
     _register_blueprints(app)
@@ -68,6 +70,8 @@ def _configure(app: Flask, settings: Settings) -> None:
         BABEL_DEFAULT_LOCALE="en",
         BABEL_TRANSLATION_DIRECTORIES=str(TRANSLATIONS_DIRECTORY),
         TESTING=settings.env == "testing",
+        RATELIMIT_STORAGE_URI=settings.ratelimit_storage_uri,
+        RATELIMIT_ENABLED=settings.ratelimit_enabled,
         PROPAGATE_EXCEPTIONS=False,
     )
     app.extensions["incidents.settings"] = settings
@@ -84,13 +88,21 @@ def _init_extensions(app: Flask) -> None:
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIRECTORY))
     csrf.init_app(app)
     babel.init_app(app, locale_selector=select_locale)
+    login_manager.init_app(app)
+    limiter.init_app(app)
 
 
 def _register_blueprints(app: Flask) -> None:
     from incidents import cli, errors, i18n, security
     from incidents.intake.views import bp as intake_bp
+    from incidents.staff.auth import configure_login
+    from incidents.staff.views import bp as staff_bp
+    from incidents.staff.views import exports_bp
 
     app.register_blueprint(intake_bp)
+    app.register_blueprint(staff_bp)
+    app.register_blueprint(exports_bp)
+    configure_login("staff.login")
     errors.register_error_handlers(app)
     security.register_security_headers(app)
     i18n.register_template_helpers(app)

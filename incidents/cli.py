@@ -34,6 +34,8 @@ R = TypeVar("R")
 
 keys_cli = AppGroup("keys", help="Create, inspect, back up and restore recipient keys.")
 reports_cli = AppGroup("reports", help="List and open stored reports (organizer tools).")
+users_cli = AppGroup("users", help="Create the first organizer account.")
+audit_cli = AppGroup("audit", help="Check the tamper-evident audit log.")
 demo_cli = AppGroup("demo", help="Prepare a local demonstration installation.")
 
 
@@ -42,6 +44,8 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(keys_cli)
     app.cli.add_command(reports_cli)
     app.cli.add_command(demo_cli)
+    app.cli.add_command(users_cli)
+    app.cli.add_command(audit_cli)
 
 
 def clear_errors(command: Callable[P, R]) -> Callable[P, R]:
@@ -83,6 +87,7 @@ def new_passphrase() -> str:
             "New passphrase for the key file",
             hide_input=True,
             confirmation_prompt="Repeat the passphrase",
+            err=True,  # prompts on stderr, so that stdout stays clean for redirection
         )
     if len(passphrase) < MIN_PASSPHRASE_LENGTH:
         raise click.ClickException(
@@ -96,7 +101,7 @@ def existing_passphrase() -> str:
     """Ask once for the passphrase of an existing key file (or read the environment)."""
     passphrase = os.environ.get(PASSPHRASE_VARIABLE)
     if passphrase is None:
-        passphrase = click.prompt("Passphrase of the key file", hide_input=True)
+        passphrase = click.prompt("Passphrase of the key file", hide_input=True, err=True)
     return passphrase
 
 
@@ -301,6 +306,53 @@ def _parse_report_id(text: str) -> uuid.UUID:
         return uuid.UUID(text)
     except ValueError as exc:
         raise click.ClickException(f"{text!r} is not a report id") from exc
+
+
+# --------------------------------------------------------------------------- users and audit
+
+
+@users_cli.command("create-organizer")
+@click.argument("username")
+@clear_errors
+def users_create_organizer(username: str) -> None:
+    """Create an organizer account and print its TOTP enrollment URI (once)."""
+    from incidents.db import db
+    from incidents.services import accounts
+
+    password = os.environ.get("INCIDENTS_USER_PASSWORD")
+    if password is None:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt="Repeat it")
+    try:
+        user = accounts.create_user(
+            username=username, password=password, role="organizer", actor="cli"
+        )
+    except accounts.AccountError as exc:
+        db.session.rollback()
+        raise click.ClickException(str(exc)) from exc
+    secret = accounts.new_totp_secret()
+    user.totp_secret = secret
+    db.session.commit()
+    click.echo(f"Organizer {user.username} created.")
+    click.echo("Add this to an authenticator app (shown once; anyone who sees it can log in):")
+    click.echo(f"  {accounts.totp_uri(secret=secret, username=user.username)}")
+    click.echo(f"  (manual entry key: {secret})")
+
+
+@audit_cli.command("verify")
+def audit_verify() -> None:
+    """Recompute the audit hash chain and report the first broken link, if any."""
+    from incidents import audit
+
+    report = audit.verify()
+    if report.is_intact:
+        click.echo(f"Audit chain intact: {report.checked} events; head {report.head_hash}")
+        return
+    click.echo(
+        f"Audit chain BROKEN at event {report.broken_seq}: {report.problem} "
+        f"({report.checked} events before it are intact)",
+        err=True,
+    )
+    raise SystemExit(1)
 
 
 # --------------------------------------------------------------------------- demo

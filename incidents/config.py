@@ -56,6 +56,8 @@ class Settings:
     max_content_length: int = 2 * 1024 * 1024
     quick_exit_url: str = "https://www.wikipedia.org/"
     log_level: str = "INFO"
+    ratelimit_storage_uri: str = "memory://"
+    ratelimit_enabled: bool = True
 
     @property
     def is_production(self) -> bool:
@@ -74,13 +76,20 @@ class Settings:
             "INCIDENTS_DATABASE_URL", f"sqlite:///{instance / 'incidents.sqlite3'}"
         )
         key_path, key_id, is_demo = _organizer_key(env, env_vars, instance)
-        secret_values, has_local = _secrets(env, env_vars, instance)
+        pin_problem = None
         if env == "production" and not key_id:
-            raise ConfigError(
+            pin_problem = (
                 "INCIDENTS_ORGANIZER_KEY_ID is not set: set it to the key id printed by "
                 "'flask --app app keys show --public "
                 f"{key_path}' after checking the fingerprint with the organizer"
             )
+        try:
+            secret_values, has_local = _secrets(env, env_vars, instance)
+        except ConfigError as exc:
+            # Name everything that is missing at once, not one variable per failed start.
+            raise ConfigError(f"{exc} Also, {pin_problem}" if pin_problem else str(exc)) from None
+        if pin_problem:
+            raise ConfigError(pin_problem)
         return cls(
             env=env,
             instance_path=instance,
@@ -92,7 +101,10 @@ class Settings:
             max_content_length=_int(env_vars, "INCIDENTS_MAX_CONTENT_KB", 2048) * 1024,
             quick_exit_url=env_vars.get("INCIDENTS_QUICK_EXIT_URL", cls.quick_exit_url),
             log_level=env_vars.get("INCIDENTS_LOG_LEVEL", "INFO"),
-            **secret_values,
+            ratelimit_storage_uri=env_vars.get("INCIDENTS_RATELIMIT_STORAGE_URI", "memory://"),
+            secret_key=secret_values["secret_key"],
+            csrf_secret=secret_values["csrf_secret"],
+            receipt_secret=secret_values["receipt_secret"],
         )
 
     @classmethod

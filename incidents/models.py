@@ -4,14 +4,27 @@ Clear columns hold only the coarse "shell" of a report; every sensitive value li
 ending in ``_sealed`` (format v1 ciphertext, see ``docs/format.md``). Report ids are random
 UUIDs, and on SQLite the report and wrap tables are stored WITHOUT ROWID so that their physical
 order follows the random id rather than the order in which reports arrived.
+
+Staff rows (users, sessions, invitations, assignments, status changes, audit events) never hold
+an IP address or a User-Agent; tokens are stored only as SHA-256 hashes.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import date
+from datetime import date, datetime
 
-from sqlalchemy import Boolean, Date, ForeignKey, Integer, LargeBinary, String, Uuid
+from sqlalchemy import (
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    Uuid,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from incidents.db import Base
@@ -47,6 +60,9 @@ class Report(Base):
     perpetrator_type: Mapped[str] = mapped_column(String(30))
     consent_contact: Mapped[bool] = mapped_column(Boolean)
     consent_statistics: Mapped[bool] = mapped_column(Boolean)
+    duplicate_of: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("reports.id", ondelete="SET NULL"), default=None
+    )
 
     witness_lookup_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
     witness_public_key: Mapped[bytes] = mapped_column(LargeBinary)
@@ -96,3 +112,110 @@ class RecipientKey(Base):
     role: Mapped[str] = mapped_column(String(20))
     added_on: Mapped[date] = mapped_column(Date)
     is_retired: Mapped[bool] = mapped_column(Boolean, default=False)
+    owner_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None, index=True
+    )
+    approved_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    approved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+    @property
+    def is_approved(self) -> bool:
+        """True once an organizer confirmed the fingerprint (the organizer key always is)."""
+        return self.role == "organizer" or self.approved_at is not None
+
+
+ROLES = ("organizer", "volunteer", "ngo")
+"""Staff roles; witnesses have no account."""
+ROLES_WITH_TOTP = frozenset({"organizer", "volunteer"})
+
+
+class User(Base):
+    """A staff account: organizer, legal-aid volunteer or NGO."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(20))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    totp_secret: Mapped[str | None] = mapped_column(String(64), default=None)
+    totp_last_counter: Mapped[int | None] = mapped_column(Integer, default=None)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    is_vetted_partner: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    @property
+    def needs_totp(self) -> bool:
+        """Organizers and volunteers must use a second factor."""
+        return self.role in ROLES_WITH_TOTP
+
+
+class StaffSession(Base):
+    """A server-side login session; the cookie holds only the random token."""
+
+    __tablename__ = "staff_sessions"
+
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Invitation(Base):
+    """A single-use invitation link for a new staff account, valid for 72 hours."""
+
+    __tablename__ = "invitations"
+
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    role: Mapped[str] = mapped_column(String(20))
+    created_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    used_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+
+
+class Assignment(Base):
+    """A report given to a legal-aid volunteer by an organizer."""
+
+    __tablename__ = "assignments"
+
+    report_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("reports.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    assigned_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    assigned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class StatusChange(Base):
+    """One step in a report's status history (staff actions only; never the witness's)."""
+
+    __tablename__ = "status_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    report_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("reports.id", ondelete="CASCADE"), index=True
+    )
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    old_status: Mapped[str] = mapped_column(String(20))
+    new_status: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(String(500), default="")
+
+
+class AuditEvent(Base):
+    """One link of the tamper-evident audit log: its hash covers the previous event's hash."""
+
+    __tablename__ = "audit_events"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(64), index=True)
+    action: Mapped[str] = mapped_column(String(40), index=True)
+    target: Mapped[str] = mapped_column(String(100))
+    details: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))

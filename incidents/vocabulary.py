@@ -74,6 +74,19 @@ PERPETRATOR_TYPES: tuple[Term, ...] = (
     Term("unknown", N_("Unknown")),
 )
 
+STATUSES: tuple[Term, ...] = (
+    Term("new", N_("New")),
+    Term("triaged", N_("Triaged")),
+    Term("assigned", N_("Assigned")),
+    Term("in_progress", N_("In progress")),
+    Term("closed", N_("Closed")),
+    Term("duplicate", N_("Duplicate")),
+    Term("rejected", N_("Rejected")),
+)
+"""Case statuses: new → triaged → assigned → in progress → closed, plus duplicate and rejected."""
+
+STATUS_CODES = frozenset(term.code for term in STATUSES)
+
 OTHER = "other"
 """Code of the "other" country and the "other" city of any country."""
 

@@ -70,6 +70,7 @@ class ReportShell:
     perpetrator_type: str
     consent_contact: bool
     consent_statistics: bool
+    duplicate_of: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         """Return the shell as a JSON-ready dictionary."""
@@ -165,7 +166,7 @@ def register_recipient(public_key: crypto.PublicKey, *, role: str, today: date) 
 def list_report_shells() -> Sequence[ReportShell]:
     """Return the shells of all reports, newest received first (ties in random-id order)."""
     rows = db.session.scalars(select(Report).order_by(Report.received_on.desc(), Report.id)).all()
-    return [_shell(row) for row in rows]
+    return [shell_of(row) for row in rows]
 
 
 def open_stored_report(report_id: uuid.UUID, *, private_key: crypto.PrivateKey) -> OpenedReport:
@@ -179,10 +180,11 @@ def open_stored_report(report_id: uuid.UUID, *, private_key: crypto.PrivateKey) 
     values = crypto.open_report(
         report.sealed_fields(), report_id=report_id, wrap=wrap.blob, private_key=private_key
     )
-    return OpenedReport(shell=_shell(report), sealed=values)
+    return OpenedReport(shell=shell_of(report), sealed=values)
 
 
-def _shell(report: Report) -> ReportShell:
+def shell_of(report: Report) -> ReportShell:
+    """The clear shell of a stored report."""
     return ReportShell(
         id=str(report.id),
         received_on=report.received_on.isoformat(),
@@ -196,4 +198,5 @@ def _shell(report: Report) -> ReportShell:
         perpetrator_type=report.perpetrator_type,
         consent_contact=report.consent_contact,
         consent_statistics=report.consent_statistics,
+        duplicate_of=str(report.duplicate_of) if report.duplicate_of else None,
     )

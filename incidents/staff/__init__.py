@@ -1,0 +1,1 @@
+"""Server-side staff blueprint: login, accounts, triage, keys, assignment, audit log."""
