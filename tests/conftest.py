@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from flask_migrate import upgrade
 from incidents import create_app, crypto
 from incidents.config import Settings
 from incidents.db import Base, db
+from incidents.extensions import limiter
 
 POSTGRES_ENV = "INCIDENTS_TEST_POSTGRES_URL"
 TEST_KDF = crypto.KdfParams(iterations=1, memory_kib=8192, lanes=1)
@@ -112,6 +113,7 @@ def settings(tmp_path: Path, organizer: KeyFiles, database_url: str) -> Settings
 def app(settings: Settings) -> Iterator[Flask]:
     """The application with its schema migrated to the newest revision; emptied afterwards."""
     application = create_app(settings)
+    limiter.reset()  # rate-limit counters live in memory, shared by every app of the session
     with application.app_context():
         upgrade()
     yield application
@@ -134,3 +136,36 @@ def client(app: Flask) -> FlaskClient:
 def runner(app: Flask) -> FlaskCliRunner:
     """A runner for the app's ``flask`` commands."""
     return app.test_cli_runner()
+
+
+def empty_database(application: Flask) -> None:
+    """Drop the test's rows (PostgreSQL is shared by the session) and close connections."""
+    with application.app_context():
+        db.session.remove()
+        if db.engine.dialect.name == "postgresql":
+            tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
+            with db.engine.begin() as connection:
+                connection.execute(sa.text(f"TRUNCATE {tables} CASCADE"))
+        db.engine.dispose()
+
+
+@pytest.fixture
+def make_app(database_url: str) -> Iterator[Callable[[Settings], Flask]]:
+    """Build applications from other settings (another key, a demo key) on this test's database.
+
+    Pass settings made with ``dataclasses.replace(settings, ...)`` so that they keep the
+    test's database URL; each application is migrated, and emptied after the test.
+    """
+    built: list[Flask] = []
+
+    def build(custom: Settings) -> Flask:
+        application = create_app(custom)
+        limiter.reset()
+        with application.app_context():
+            upgrade()
+        built.append(application)
+        return application
+
+    yield build
+    for application in built:
+        empty_database(application)

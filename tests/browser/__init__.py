@@ -1,0 +1,1 @@
+"""Browser tests: witness journeys driven through the system Chromium with Playwright."""
