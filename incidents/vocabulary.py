@@ -67,6 +67,14 @@ DATE_PRECISIONS: tuple[Term, ...] = (
     Term("estimate", N_("It is an estimate")),
 )
 
+DATE_PRECISIONS_SHORT: tuple[Term, ...] = (
+    Term("day", N_("exact day")),
+    Term("week", N_("week")),
+    Term("month", N_("month")),
+    Term("estimate", N_("estimate")),
+)
+"""The same precisions as staff read them (the witness labels speak in the first person)."""
+
 PERPETRATOR_TYPES: tuple[Term, ...] = (
     Term("home_state", N_("Agent of the home state")),
     Term("host_state", N_("Authority of the host country")),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,11 +90,35 @@ def postgres_url() -> Iterator[str]:
     admin.dispose()
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory, organizer: KeyFiles) -> Path:
+    """A SQLite database migrated once per session; each SQLite test starts from a copy.
+
+    Running every migration for every test costs more than the tests themselves.
+    """
+    directory = tmp_path_factory.mktemp("sqlite-template")
+    path = directory / "register.sqlite3"
+    template = Settings.for_testing(
+        directory,
+        organizer_public_key_path=organizer.public_path,
+        organizer_key_id=organizer.public_key.key_id_hex,
+        database_url=f"sqlite:///{path}",
+    )
+    application = create_app(template)
+    with application.app_context():
+        upgrade()
+        db.engine.dispose()  # closing the last connection folds the WAL into the file
+    assert not Path(f"{path}-wal").exists()
+    return path
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Database URL for one test: a new SQLite file, or the session's PostgreSQL database."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'register.sqlite3'}"
+        path = tmp_path / "register.sqlite3"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
     url: str = request.getfixturevalue("postgres_url")
     return url
 
@@ -117,13 +142,7 @@ def app(settings: Settings) -> Iterator[Flask]:
     with application.app_context():
         upgrade()
     yield application
-    with application.app_context():
-        db.session.remove()
-        if db.engine.dialect.name == "postgresql":
-            tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
-            with db.engine.begin() as connection:
-                connection.execute(sa.text(f"TRUNCATE {tables} CASCADE"))
-        db.engine.dispose()
+    empty_database(application)
 
 
 @pytest.fixture
@@ -143,9 +162,11 @@ def empty_database(application: Flask) -> None:
     with application.app_context():
         db.session.remove()
         if db.engine.dialect.name == "postgresql":
-            tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
+            # DELETE, children first: on a handful of rows it is ~20x faster than TRUNCATE,
+            # which creates and syncs new files for every table.
             with db.engine.begin() as connection:
-                connection.execute(sa.text(f"TRUNCATE {tables} CASCADE"))
+                for table in reversed(Base.metadata.sorted_tables):
+                    connection.execute(table.delete())
         db.engine.dispose()
 
 

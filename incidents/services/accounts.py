@@ -134,6 +134,16 @@ def accepted_totp_step(secret: str, code: str, *, after_step: int | None, at: da
     raise LoginFailedError("wrong or reused code")
 
 
+def reenroll_totp(user: User, *, current_password: str, secret: str, code: str) -> None:
+    """Replace the user's TOTP secret after checking the password and one code of the new one."""
+    if not _verify_password(user, current_password):
+        raise AccountError("the current password is not correct")
+    try:
+        enroll_totp(user, secret=secret, code=code, actor=user.username)
+    except LoginFailedError as exc:
+        raise AccountError("the code did not match the new authenticator") from exc
+
+
 def enroll_totp(user: User, *, secret: str, code: str, actor: str) -> None:
     """Switch the user to a new TOTP secret once they prove it works with one code."""
     step = accepted_totp_step(secret, code, after_step=None, at=now())

@@ -11,6 +11,7 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from sqlalchemy import Select, func, select
@@ -31,13 +32,26 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     "new": frozenset({"triaged", "rejected"}),
     "triaged": frozenset({"new", "rejected"}),
     "assigned": frozenset({"in_progress", "closed", "triaged"}),
-    "in_progress": frozenset({"closed", "assigned"}),
+    "in_progress": frozenset({"closed"}),
     "closed": frozenset({"in_progress"}),
     "duplicate": frozenset({"triaged"}),
     "rejected": frozenset({"triaged"}),
 }
 """Status changes an organizer may make by hand. "assigned" comes from assigning a volunteer and
 "duplicate" from linking a duplicate, so that those states always have what they claim."""
+
+
+def is_valid_period(text: str) -> bool:
+    """True for a month (2025-03) or an ISO week that exists (2025-W07; W53 only in long years)."""
+    if not PERIOD_PATTERN.fullmatch(text):
+        return False
+    year, _, part = text.partition("-")
+    if part.startswith("W"):
+        try:
+            date.fromisocalendar(int(year), int(part[1:]), 1)
+        except ValueError:
+            return False
+    return True
 
 
 class TriageError(DomainError):
@@ -147,7 +161,7 @@ def correct_shell(
     report = get_report(report_id)
     if category not in vocabulary.CATEGORY_BY_CODE:
         raise TriageError("unknown category")
-    if not PERIOD_PATTERN.match(occurred_period):
+    if not is_valid_period(occurred_period):
         raise TriageError("a period is written as 2025-W07 (ISO week) or 2025-03 (month)")
     changes: dict[str, audit.DetailValue] = {}
     if category != report.category:

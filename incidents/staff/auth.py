@@ -13,9 +13,11 @@ from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 from flask import abort, session
+from flask_babel import gettext
 from flask_login import current_user, login_user, logout_user
 
 from incidents.extensions import login_manager
+from incidents.i18n import SESSION_KEY as LANGUAGE_KEY
 from incidents.models import User
 from incidents.services import sessions
 from incidents.vocabulary import N_
@@ -60,6 +62,7 @@ def configure_login(login_view: str) -> None:
     login_manager.login_view = login_view
     login_manager.login_message = N_("Please log in to see this page.")
     login_manager.session_protection = None
+    login_manager.localize_callback = gettext
     login_manager.user_loader(load_identity)
 
 
@@ -71,7 +74,10 @@ def load_identity(token: str) -> StaffIdentity | None:
 
 def begin_session(user: User) -> None:
     """Log ``user`` in with a brand-new session token (the old cookie content is discarded)."""
-    session.clear()
+    previous = current_identity()
+    if previous is not None:
+        sessions.end_session(previous.token)  # logging in again never leaves a session behind
+    clear_session_keeping_language()
     token = sessions.start_session(user)
     login_user(StaffIdentity(sessions.ActiveSession(token=token, user=user)))
     session.pop("_id", None)  # Flask-Login's client fingerprint (address + User-Agent hash)
@@ -83,7 +89,15 @@ def end_current_session() -> None:
     if identity is not None:
         sessions.end_session(identity.token)
     logout_user()
+    clear_session_keeping_language()
+
+
+def clear_session_keeping_language() -> None:
+    """Empty the cookie session; an explicit language choice is all that survives."""
+    language = session.get(LANGUAGE_KEY)
     session.clear()
+    if language is not None:
+        session[LANGUAGE_KEY] = language
 
 
 def current_identity() -> StaffIdentity | None:

@@ -12,7 +12,7 @@ from wtforms.validators import DataRequired, EqualTo, Length, ValidationError
 from incidents import vocabulary
 from incidents.models import ROLES
 from incidents.services.accounts import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
-from incidents.services.triage import MAX_REASON_LENGTH, PERIOD_PATTERN
+from incidents.services.triage import MAX_REASON_LENGTH, is_valid_period
 
 ROLE_LABELS = {
     "organizer": vocabulary.N_("Organizer"),
@@ -21,12 +21,24 @@ ROLE_LABELS = {
 }
 
 
-def _password_length() -> Length:
-    return Length(
-        min=MIN_PASSWORD_LENGTH,
-        max=MAX_PASSWORD_LENGTH,
-        message=_l("A password has at least %(min)d characters."),
-    )
+class PasswordLength:
+    """Minimum and maximum password length, each with its own translated message."""
+
+    def __call__(self, form: FlaskForm, field: PasswordField) -> None:
+        """Refuse passwords that are too short or absurdly long."""
+        length = len(field.data or "")
+        if length < MIN_PASSWORD_LENGTH:
+            raise ValidationError(
+                _l("A password needs at least %(min)d characters.") % {"min": MIN_PASSWORD_LENGTH}
+            )
+        if length > MAX_PASSWORD_LENGTH:
+            raise ValidationError(
+                _l("A password can have at most %(max)d characters.") % {"max": MAX_PASSWORD_LENGTH}
+            )
+
+
+def _password_length() -> PasswordLength:
+    return PasswordLength()
 
 
 class LoginForm(FlaskForm):
@@ -43,6 +55,13 @@ class EnrollTotpForm(FlaskForm):
 
     secret = HiddenField(validators=[DataRequired(), Length(min=16, max=64)])
     code = StringField(_l("Code from the authenticator app"), validators=[DataRequired()])
+
+
+class ReenrollTotpForm(EnrollTotpForm):
+    """Moving to a new authenticator also needs the current password (a stolen session is not
+    enough to take over the second factor)."""
+
+    current = PasswordField(_l("Current password"), validators=[DataRequired()])
 
 
 class AcceptInvitationForm(EnrollTotpForm):
@@ -99,7 +118,7 @@ class CorrectShellForm(FlaskForm):
 
     def validate_occurred_period(self, field: StringField) -> None:
         """Periods are ISO weeks or months."""
-        if not PERIOD_PATTERN.match((field.data or "").strip()):
+        if not is_valid_period((field.data or "").strip()):
             raise ValidationError(_l("Write a period as 2025-W07 (ISO week) or 2025-03 (month)."))
 
 

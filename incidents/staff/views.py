@@ -18,6 +18,7 @@ import segno
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
+from flask_wtf import FlaskForm
 from markupsafe import Markup
 from sqlalchemy import select
 
@@ -43,7 +44,14 @@ exports_bp = Blueprint("exports", __name__)
 
 HOME_BY_ROLE = {"organizer": "staff.reports", "volunteer": "staff.cases", "ngo": "exports.index"}
 LOGIN_LIMITS = "5 per minute;30 per hour"
+ACCOUNT_LIMITS = "5 per minute;30 per hour"
 AUDIT_PER_PAGE = 50
+
+
+def _account_limit_key() -> str:
+    """Password checks on the account page are limited per account."""
+    identity = current_identity()
+    return f"account:{identity.user.id if identity else 'anonymous'}"
 
 
 def _login_limit_key() -> str:
@@ -205,7 +213,7 @@ def accept_invitation(token: str) -> ResponseReturnValue:
 def account() -> ResponseReturnValue:
     """The user's own account: password change and authenticator re-enrollment."""
     user = current_staff()
-    totp_form = forms.EnrollTotpForm(secret=accounts.new_totp_secret())
+    totp_form = forms.ReenrollTotpForm(secret=accounts.new_totp_secret())
     uri = accounts.totp_uri(secret=totp_form.secret.data or "", username=user.username)
     return render_template(
         "staff/account.html",
@@ -217,6 +225,7 @@ def account() -> ResponseReturnValue:
 
 
 @bp.post("/account/password")
+@limiter.limit(ACCOUNT_LIMITS, key_func=_account_limit_key)
 @role_required("organizer", "volunteer", "ngo")
 def change_password() -> ResponseReturnValue:
     """Change the password; other sessions of this account end."""
@@ -243,19 +252,26 @@ def change_password() -> ResponseReturnValue:
 
 
 @bp.post("/account/totp")
+@limiter.limit(ACCOUNT_LIMITS, key_func=_account_limit_key)
 @role_required("organizer", "volunteer", "ngo")
 def enroll_totp() -> ResponseReturnValue:
     """Switch to a new authenticator secret after one valid code."""
     user = current_staff()
-    form = forms.EnrollTotpForm()
+    form = forms.ReenrollTotpForm()
     if form.validate_on_submit():
         try:
-            accounts.enroll_totp(
-                user, secret=form.secret.data or "", code=form.code.data or "", actor=user.username
+            accounts.reenroll_totp(
+                user,
+                current_password=form.current.data or "",
+                secret=form.secret.data or "",
+                code=form.code.data or "",
             )
-        except accounts.LoginFailedError:
+        except accounts.AccountError:
             db.session.rollback()
-            flash(_("The code did not match. Scan the new QR code and try again."), "error")
+            flash(
+                _("The password or the code did not match. Scan the new QR code and try again."),
+                "error",
+            )
         else:
             db.session.commit()
             flash(_("Your authenticator app was changed."))
@@ -398,6 +414,13 @@ def _run(action: Any) -> None:
         flash(_("Saved."))
 
 
+def _flash_form_errors(form: FlaskForm) -> None:
+    """Show why a form was refused instead of silently reloading the page."""
+    for errors in form.errors.values():
+        for message in errors:
+            flash(str(message), "error")
+
+
 @bp.post("/reports/<uuid:report_id>/status")
 @role_required("organizer")
 def change_status(report_id: uuid.UUID) -> ResponseReturnValue:
@@ -413,6 +436,8 @@ def change_status(report_id: uuid.UUID) -> ResponseReturnValue:
                 reason=form.reason.data or "",
             )
         )
+    else:
+        _flash_form_errors(form)
     return _back_to_report(report_id)
 
 
@@ -432,9 +457,7 @@ def correct(report_id: uuid.UUID) -> ResponseReturnValue:
             )
         )
     else:
-        for errors in form.errors.values():
-            for message in errors:
-                flash(str(message), "error")
+        _flash_form_errors(form)
     return _back_to_report(report_id)
 
 
