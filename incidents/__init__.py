@@ -19,6 +19,7 @@ from incidents.extensions import babel, csrf, limiter, login_manager, migrate
 from incidents.keyring import KeyringCache
 from incidents.requests import ReadableRequest
 from incidents.services.errors import KeyUnavailableError
+from incidents.uploads import discard_uncommitted
 
 MIGRATIONS_DIRECTORY = Path(__file__).resolve().parent / "migrations"
 TRANSLATIONS_DIRECTORY = Path(__file__).resolve().parent / "translations"
@@ -60,8 +61,9 @@ def _configure(app: Flask, settings: Settings) -> None:
         WTF_CSRF_TIME_LIMIT=None,
         SQLALCHEMY_DATABASE_URI=settings.database_url,
         SQLALCHEMY_ENGINE_OPTIONS={"hide_parameters": True, "pool_pre_ping": True},
-        MAX_CONTENT_LENGTH=settings.max_content_length,
-        MAX_FORM_MEMORY_SIZE=settings.max_content_length,
+        MAX_CONTENT_LENGTH=settings.max_form_bytes,
+        INCIDENTS_MAX_EVIDENCE_REQUEST=settings.max_content_length,
+        MAX_FORM_MEMORY_SIZE=settings.max_form_bytes,
         SESSION_COOKIE_SECURE=settings.is_production,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
@@ -104,6 +106,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(exports_bp)
     configure_login("staff.login")
     errors.register_error_handlers(app)
+    app.teardown_request(discard_uncommitted)
     security.register_security_headers(app)
     i18n.register_template_helpers(app)
     cli.register_commands(app)
@@ -114,6 +117,8 @@ def _register_template_globals(app: Flask, settings: Settings) -> None:
     app.jinja_env.globals.update(
         demo_key=settings.is_demo_key,
         quick_exit_url=settings.quick_exit_url,
+        max_attachments=settings.max_attachments,
+        max_attachment_mb=settings.max_attachment_bytes // (1024 * 1024),
     )
 
 

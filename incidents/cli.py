@@ -137,6 +137,17 @@ def write_new_file(path: Path, text: str, *, mode: int) -> None:
         handle.write(text)
 
 
+def write_new_file_bytes(path: Path, data: bytes, *, mode: int) -> None:
+    """Write binary data to a file that must not exist yet."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError as exc:
+        raise click.ClickException(f"{path} already exists; refusing to overwrite it") from exc
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
 def write_key_pair(
     private_key: crypto.PrivateKey,
     *,
@@ -294,11 +305,60 @@ def reports_list(as_json: bool) -> None:
 @click.option("--key", "key_path", type=click.Path(path_type=Path), required=True)
 @clear_errors
 def reports_open(report_id: str, key_path: Path) -> None:
-    """Decrypt one report with a private key file and print it as JSON."""
+    """Decrypt one report (with additions, attachment list and replies) and print it as JSON."""
+    from incidents.services import casefile
+
     parsed_id = _parse_report_id(report_id)
     private_key = read_private_key(key_path)
-    opened = reports.open_stored_report(parsed_id, private_key=private_key)
+    opened = casefile.open_case(parsed_id, private_key=private_key)
     click.echo(json.dumps(opened.to_dict(), indent=2, ensure_ascii=False))
+
+
+@reports_cli.command("attachment")
+@click.argument("report_id")
+@click.argument("number", type=int)
+@click.option("--key", "key_path", type=click.Path(path_type=Path), required=True)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Where to write the original file (its SHA-256 is verified first).",
+)
+@click.option(
+    "--working-copy",
+    "working_copy",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write a copy with EXIF/XMP/GPS and other metadata removed (images).",
+)
+@clear_errors
+def reports_attachment(
+    report_id: str, number: int, key_path: Path, out: Path, working_copy: Path | None
+) -> None:
+    """Save attachment NUMBER of a report: the verified original, and a clean working copy."""
+    from incidents.services import casefile
+    from incidents.services.attachments import AttachmentError
+    from incidents.workcopy import WorkingCopyError, strip_image
+
+    parsed_id = _parse_report_id(report_id)
+    private_key = read_private_key(key_path)
+    try:
+        meta, data = casefile.open_attachment_bytes(
+            parsed_id, number, private_key=private_key, instance_path=_settings().instance_path
+        )
+    except AttachmentError as exc:
+        raise click.ClickException(f"{exc}; nothing was written") from exc
+    write_new_file_bytes(out, data, mode=0o600)
+    click.echo(f"Original: {out} ({meta.name}, {meta.type}, {meta.size} bytes)")
+    click.echo(f"SHA-256:  {meta.sha256} (matches the hash sealed at intake)")
+    if working_copy is not None:
+        try:
+            copy = strip_image(data, media_type=meta.type)
+        except WorkingCopyError as exc:
+            raise click.ClickException(str(exc)) from exc
+        write_new_file_bytes(working_copy, copy.data, mode=0o600)
+        click.echo(f"Working copy without metadata: {working_copy}")
 
 
 def _parse_report_id(text: str) -> uuid.UUID:

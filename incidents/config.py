@@ -53,7 +53,9 @@ class Settings:
     receipt_secret: str
     is_demo_key: bool = False
     has_local_secrets: bool = False
-    max_content_length: int = 2 * 1024 * 1024
+    max_form_bytes: int = 2 * 1024 * 1024
+    max_attachments: int = 5
+    max_attachment_bytes: int = 50 * 1024 * 1024
     quick_exit_url: str = "https://www.wikipedia.org/"
     log_level: str = "INFO"
     ratelimit_storage_uri: str = "memory://"
@@ -98,7 +100,8 @@ class Settings:
             organizer_key_id=key_id,
             is_demo_key=is_demo,
             has_local_secrets=has_local,
-            max_content_length=_int(env_vars, "INCIDENTS_MAX_CONTENT_KB", 2048) * 1024,
+            max_form_bytes=_int(env_vars, "INCIDENTS_MAX_FORM_KB", 2048) * 1024,
+            max_attachment_bytes=_int(env_vars, "INCIDENTS_MAX_ATTACHMENT_MB", 50) * 1024 * 1024,
             quick_exit_url=env_vars.get("INCIDENTS_QUICK_EXIT_URL", cls.quick_exit_url),
             log_level=env_vars.get("INCIDENTS_LOG_LEVEL", "INFO"),
             ratelimit_storage_uri=env_vars.get("INCIDENTS_RATELIMIT_STORAGE_URI", "memory://"),
@@ -132,6 +135,12 @@ class Settings:
     def receipt_key(self) -> bytes:
         """The receipt secret as HMAC key bytes: UTF-8 of the configured text, never changed."""
         return self.receipt_secret.encode("utf-8")
+
+    @property
+    def max_content_length(self) -> int:
+        """Largest request body: the form fields plus the most attachments allowed, with room
+        for multipart headers."""
+        return self.max_form_bytes + self.max_attachments * (self.max_attachment_bytes + 4096)
 
     def demo_directory(self) -> Path:
         """Where ``make run`` keeps the generated demo organizer key."""

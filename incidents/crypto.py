@@ -32,6 +32,7 @@ import unicodedata
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.backends.openssl.backend import backend as _openssl_backend
@@ -640,13 +641,22 @@ class SealedReport:
 
 
 def seal_report(
-    values: Mapping[str, str], *, report_id: uuid.UUID, recipients: Iterable[PublicKey]
+    values: Mapping[str, str],
+    *,
+    report_id: uuid.UUID,
+    recipients: Iterable[PublicKey],
+    data_key: bytes | None = None,
 ) -> SealedReport:
-    """Seal every value under a fresh data key and wrap that key to each recipient."""
+    """Seal every value under a data key and wrap that key to each recipient.
+
+    Used for every envelope (a report, an addition, a reply): ``report_id`` is the envelope's id.
+    ``data_key`` is fresh unless given (attachments streamed before the form was validated were
+    already sealed under keys derived from it).
+    """
     recipient_list = list(recipients)
     if not recipient_list:
         raise CryptoError("a report needs at least one recipient")
-    data_key = new_data_key()
+    data_key = new_data_key() if data_key is None else data_key
     fields = {
         name: seal_field(value, data_key=data_key, report_id=report_id, name=name)
         for name, value in values.items()
@@ -671,6 +681,148 @@ def open_report(
         name: open_field(blob, data_key=data_key, report_id=report_id, name=name)
         for name, blob in sealed_fields.items()
     }
+
+
+# --------------------------------------------------------------------------- attachments (STREAM)
+
+
+STREAM_SUITE_AES256GCM_64K = 0x01
+"""Attachments: AES-256-GCM STREAM (nonce prefix, chunk counter, last-chunk flag), 64 KiB chunks."""
+STREAM_CHUNK_SIZE = 64 * 1024
+STREAM_PREFIX_LENGTH = 7
+ATTACHMENT_FLOOR = 64 * 1024
+LABEL_ATTACHMENT = b"incidents/v1/attachment"
+_STREAM_HEADER = struct.Struct(">BB7sI")
+_TAG_LENGTH = 16
+
+
+def attachment_key(data_key: bytes, *, attachment_id: uuid.UUID) -> bytes:
+    """The attachment's own key: HKDF-SHA256 of the envelope's data key, bound to its id."""
+    if len(data_key) != DATA_KEY_LENGTH:
+        raise CryptoError("a data key must be 32 bytes")
+    return HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=None,
+        info=length_prefixed(LABEL_ATTACHMENT, bytes([FORMAT_VERSION]), attachment_id.bytes),
+    ).derive(data_key)
+
+
+def padded_attachment_length(size: int) -> int:
+    """Plaintext length after padding: max(64 KiB, PADME(size)), so sizes leak only a bucket."""
+    return max(ATTACHMENT_FLOOR, padme_length(size))
+
+
+def _stream_nonce(prefix: bytes, counter: int, *, is_last: bool) -> bytes:
+    if counter >= 2**32:
+        raise CryptoError("attachment too large for one stream")
+    return prefix + struct.pack(">I", counter) + (b"\x01" if is_last else b"\x00")
+
+
+class StreamSealer:
+    """Encrypt bytes as they arrive, writing only ciphertext to ``sink``.
+
+    Blob: header (version, suite, 7-byte nonce prefix, chunk size) then chunks, each
+    AES-256-GCM(key, nonce = prefix || counter || last flag, aad = header). One full chunk is held
+    back until more data arrives, so that the final chunk can carry the last flag. ``finish``
+    zero-pads the plaintext to ``padded_attachment_length(size)`` before closing the stream.
+    """
+
+    def __init__(self, key: bytes, *, sink: BinaryIO, nonce_prefix: bytes | None = None) -> None:
+        """Start a stream under ``key`` (an ``attachment_key``) and write its header."""
+        prefix = secrets.token_bytes(STREAM_PREFIX_LENGTH) if nonce_prefix is None else nonce_prefix
+        if len(prefix) != STREAM_PREFIX_LENGTH:
+            raise CryptoError("a stream nonce prefix is 7 bytes")
+        self._aead = AESGCM(key)
+        self._prefix = prefix
+        self._header = _STREAM_HEADER.pack(
+            FORMAT_VERSION, STREAM_SUITE_AES256GCM_64K, prefix, STREAM_CHUNK_SIZE
+        )
+        self._sink = sink
+        self._buffer = bytearray()
+        self._counter = 0
+        self._size = 0
+        self._finished = False
+        sink.write(self._header)
+
+    @property
+    def size(self) -> int:
+        """Plaintext bytes written so far (before padding)."""
+        return self._size
+
+    def write(self, data: bytes) -> int:
+        """Add plaintext; full chunks are encrypted and written at once."""
+        if self._finished:
+            raise CryptoError("the stream is already finished")
+        self._buffer += data
+        self._size += len(data)
+        while len(self._buffer) > STREAM_CHUNK_SIZE:
+            self._emit(bytes(self._buffer[:STREAM_CHUNK_SIZE]), is_last=False)
+            del self._buffer[:STREAM_CHUNK_SIZE]
+        return len(data)
+
+    def finish(self) -> int:
+        """Pad, encrypt the rest with the last flag on the final chunk; return the padded size."""
+        padded = padded_attachment_length(self._size)
+        padding = padded - self._size
+        while padding:
+            step = min(padding, STREAM_CHUNK_SIZE)
+            self._buffer += bytes(step)
+            padding -= step
+            while len(self._buffer) > STREAM_CHUNK_SIZE:
+                self._emit(bytes(self._buffer[:STREAM_CHUNK_SIZE]), is_last=False)
+                del self._buffer[:STREAM_CHUNK_SIZE]
+        self._emit(bytes(self._buffer), is_last=True)
+        self._buffer.clear()
+        self._finished = True
+        return padded
+
+    def _emit(self, chunk: bytes, *, is_last: bool) -> None:
+        nonce = _stream_nonce(self._prefix, self._counter, is_last=is_last)
+        self._sink.write(self._aead.encrypt(nonce, chunk, self._header))
+        self._counter += 1
+
+
+def open_stream(source: BinaryIO, *, key: bytes, sink: BinaryIO, size: int) -> None:
+    """Decrypt a STREAM blob from ``source``; write the first ``size`` plaintext bytes to ``sink``.
+
+    Raises DecryptionError if any chunk was flipped, reordered, dropped, added or truncated, and
+    FormatError for an unknown header. Padding beyond ``size`` must be zero.
+    """
+    header = source.read(_STREAM_HEADER.size)
+    if len(header) != _STREAM_HEADER.size:
+        raise FormatError("attachment is truncated")
+    version, suite, prefix, chunk_size = _STREAM_HEADER.unpack(header)
+    if version != FORMAT_VERSION or suite != STREAM_SUITE_AES256GCM_64K:
+        raise FormatError("attachment has an unsupported version or suite")
+    if chunk_size != STREAM_CHUNK_SIZE:
+        raise FormatError("attachment has an unsupported chunk size")
+    aead = AESGCM(key)
+    sealed_chunk = STREAM_CHUNK_SIZE + _TAG_LENGTH
+    remaining = size
+    counter = 0
+    current = source.read(sealed_chunk)
+    while True:
+        following = source.read(sealed_chunk)
+        is_last = not following
+        nonce = _stream_nonce(prefix, counter, is_last=is_last)
+        try:
+            plain = aead.decrypt(nonce, current, header)
+        except InvalidTag as exc:
+            raise DecryptionError(
+                "attachment failed authentication (altered or reordered)"
+            ) from exc
+        keep = plain[:remaining]
+        if any(plain[len(keep) :]):
+            raise FormatError("attachment padding is not zero")
+        sink.write(keep)
+        remaining -= len(keep)
+        if is_last:
+            break
+        current = following
+        counter += 1
+    if remaining:
+        raise DecryptionError("attachment is shorter than its recorded size")
 
 
 # --------------------------------------------------------------------------- receipts

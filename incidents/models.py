@@ -219,3 +219,74 @@ class AuditEvent(Base):
     details: Mapped[str] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class Addition(Base):
+    """Information a witness added later: its own data key, wrapped like the report's."""
+
+    __tablename__ = "additions"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    report_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("reports.id", ondelete="CASCADE"), index=True
+    )
+    seq: Mapped[int] = mapped_column(Integer)
+    received_on: Mapped[date] = mapped_column(Date)
+    text_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Message(Base):
+    """A reply to the witness, sealed on a desk to the witness key and the organizer key."""
+
+    __tablename__ = "messages"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    report_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("reports.id", ondelete="CASCADE"), index=True
+    )
+    seq: Mapped[int] = mapped_column(Integer)
+    created_on: Mapped[date] = mapped_column(Date)
+    author_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
+    body_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class EnvelopeWrap(Base):
+    """The data key of an addition or message, sealed (HPKE) to one recipient key.
+
+    Recipients may include a witness key (derived from a receipt), which is not a registered
+    recipient key, so ``key_id`` has no foreign key; rows are deleted with their envelope.
+    """
+
+    __tablename__ = "envelope_wraps"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    envelope_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    report_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("reports.id", ondelete="CASCADE"), index=True
+    )
+    blob: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Attachment(Base):
+    """An evidence file: ciphertext on disk (STREAM), metadata sealed in the database.
+
+    ``envelope_id`` is the report or addition whose data key the attachment key derives from.
+    Only the padded size is in clear; name, type, original size and SHA-256 are sealed.
+    """
+
+    __tablename__ = "attachments"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    report_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("reports.id", ondelete="CASCADE"), index=True
+    )
+    envelope_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    seq: Mapped[int] = mapped_column(Integer)
+    padded_size: Mapped[int] = mapped_column(Integer)
+    meta_sealed: Mapped[bytes] = mapped_column(LargeBinary)

@@ -11,12 +11,15 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
+from flask_wtf.file import MultipleFileField
 from wtforms import (
     BooleanField,
     DateField,
     Field,
+    HiddenField,
     RadioField,
     SelectField,
     StringField,
@@ -27,6 +30,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, ValidationEr
 
 from incidents import vocabulary
 from incidents.services.reports import ReportDraft
+from incidents.uploads import UploadBatch
 
 EARLIEST_DATE = date(2000, 1, 1)
 SHORT_TEXT_MAX = 500
@@ -220,6 +224,7 @@ class ReportForm(FlaskForm):
         _l("How can a legal-aid volunteer contact you safely? (optional)"),
         validators=[max_length(SHORT_TEXT_MAX), readable_text],
     )
+    attachments = MultipleFileField(_l("Photos, documents or recordings (optional)"))
     consent_contact = BooleanField(_l("A legal-aid volunteer may contact me."))
     consent_statistics = BooleanField(_l("My report may be counted in anonymous statistics."))
 
@@ -257,3 +262,74 @@ class ReportForm(FlaskForm):
 
 def _clean(value: str | None) -> str:
     return (value or "").strip()
+
+
+UPLOAD_MESSAGES = {
+    "too_large": _l("%(name)s is larger than %(limit)d MB."),
+    "too_many": _l("%(name)s was not accepted: at most %(count)d files can be sent at once."),
+    "empty": _l("%(name)s is empty."),
+    "unknown_type": _l(
+        "%(name)s is not a kind of file we accept. Accepted: photos (JPEG, PNG, HEIC, WebP), "
+        "PDF, video (MP4, MOV), audio (M4A, AAC, OGG, MP3) and plain text."
+    ),
+    "image_too_large": _l("%(name)s has too many pixels to be handled safely."),
+    "unreadable_image": _l("%(name)s looks like an image but could not be read."),
+}
+
+
+def upload_errors(batch: UploadBatch | None, *, max_files: int, max_bytes: int) -> list[str]:
+    """Translated messages for the files of this request that were refused."""
+    if batch is None:
+        return []
+    messages = []
+    for upload in batch.problems():
+        template = UPLOAD_MESSAGES[upload.problem or "unknown_type"]
+        messages.append(
+            str(template)
+            % {
+                "name": upload.filename or gettext("A file"),
+                "limit": max_bytes // (1024 * 1024),
+                "count": max_files,
+            }
+        )
+    return messages
+
+
+class ReceiptForm(FlaskForm):
+    """The receipt code a witness types to come back."""
+
+    receipt = StringField(
+        _l("Your receipt code"),
+        validators=[DataRequired(_l("Please type your receipt code.")), Length(max=100)],
+    )
+
+
+class CaseActionForm(FlaskForm):
+    """Every follow-up action re-sends the receipt; nothing is kept between requests."""
+
+    receipt = HiddenField(validators=[DataRequired(), Length(max=100)])
+
+
+class AddInformationForm(CaseActionForm):
+    """More text and/or files for an existing report."""
+
+    text = TextAreaField(
+        _l("What would you like to add?"), validators=[max_length(NARRATIVE_MAX), readable_text]
+    )
+    attachments = MultipleFileField(_l("Photos, documents or recordings (optional)"))
+
+
+class ConsentForm(CaseActionForm):
+    """Withdraw consent to statistics and/or to being contacted."""
+
+    withdraw_statistics = BooleanField(_l("Do not count my report in statistics any more."))
+    withdraw_contact = BooleanField(_l("Do not contact me any more."))
+
+
+class DeleteForm(CaseActionForm):
+    """Ask for the report to be deleted for good."""
+
+    confirm = BooleanField(
+        _l("I understand that my report, my additions and all replies will be deleted for good."),
+        validators=[DataRequired(_l("Tick the box to confirm."))],
+    )

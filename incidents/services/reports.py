@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import date
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
@@ -19,7 +20,9 @@ from incidents import crypto, vocabulary
 from incidents.db import db
 from incidents.keyring import Keyring
 from incidents.models import SEALED_FIELDS, RecipientKey, Report, Wrap
+from incidents.services.attachments import add_attachment_rows, delete_files, publish_files
 from incidents.services.errors import NoWrapForKeyError, ReportNotFoundError, ReportNotSavedError
+from incidents.uploads import UploadBatch
 
 
 @dataclass(frozen=True)
@@ -103,16 +106,22 @@ def file_report(
     keyring: Keyring,
     receipt_secret: bytes,
     received_on: date,
+    uploads: UploadBatch | None = None,
+    instance_path: Path | None = None,
 ) -> FiledReport:
-    """Seal and store a report in one transaction; return its id and the new receipt.
+    """Seal and store a report (and its already-sealed uploads) in one transaction.
 
-    Raises ReportNotSavedError (after rolling back) if the database refuses the write.
+    Returns its id and the new receipt. Raises ReportNotSavedError (after rolling back, with
+    no file kept) if the database refuses the write.
     """
-    report_id = uuid.uuid4()
+    report_id = uuid.uuid4() if uploads is None else uploads.envelope_id
     receipt = crypto.new_receipt()
     witness = crypto.derive_witness_secrets(receipt)
     sealed = crypto.seal_report(
-        draft.sealed_values(), report_id=report_id, recipients=keyring.recipients
+        draft.sealed_values(),
+        report_id=report_id,
+        recipients=keyring.recipients,
+        data_key=None if uploads is None else uploads.data_key,
     )
     report = Report(
         id=report_id,
@@ -138,11 +147,29 @@ def file_report(
         db.session.add(report)
         for key_id, blob in sealed.wraps.items():
             db.session.add(Wrap(report_id=report_id, key_id=key_id.hex(), blob=blob))
-        db.session.commit()
-    except SQLAlchemyError as exc:
-        db.session.rollback()
+        if uploads is not None:
+            db.session.flush()
+            add_attachment_rows(uploads, report_id=report_id, first_seq=1)
+        commit_with_files(uploads, instance_path=instance_path)
+    except (SQLAlchemyError, OSError) as exc:
         raise ReportNotSavedError("the database refused the report") from exc
     return FiledReport(report_id=report_id, receipt=receipt)
+
+
+def commit_with_files(uploads: UploadBatch | None, *, instance_path: Path | None) -> None:
+    """Publish the batch's ciphertext files, then commit; undo both if either fails."""
+    published = [] if uploads is None else uploads.accepted()
+    try:
+        if published:
+            if instance_path is None:
+                raise ValueError("attachments need the instance folder")
+            publish_files(published, instance_path=instance_path)
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        if published and instance_path is not None:
+            delete_files([u.attachment_id for u in published], instance_path=instance_path)
+        raise
 
 
 def register_recipient(public_key: crypto.PublicKey, *, role: str, today: date) -> None:

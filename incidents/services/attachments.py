@@ -1,0 +1,141 @@
+"""Attachments: commit sealed uploads, and open them again with a private key.
+
+At intake the ciphertext is already on disk (``incidents.uploads``); committing adds a row with
+the padded size and the sealed metadata (original name, type, size and SHA-256 for the chain of
+custody) and moves the file from "partial" to its final name. Opening happens off the server
+(CLI now, the desk later): the original is written out only after its SHA-256 matches, and a
+working copy can be made with metadata removed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from sqlalchemy import select
+
+from incidents import crypto
+from incidents.db import db
+from incidents.models import Attachment
+from incidents.uploads import SealingUpload, UploadBatch, attachment_directory
+
+META_FLOOR = 256
+MAX_NAME_LENGTH = 200
+
+
+class AttachmentError(Exception):
+    """Raised when an attachment cannot be opened or its hash does not match."""
+
+
+def meta_field_name(attachment_id: uuid.UUID) -> str:
+    """Field name bound into the AAD of an attachment's sealed metadata."""
+    return f"attachment/{attachment_id}"
+
+
+def clean_filename(name: str) -> str:
+    """The base name only, without path or control characters, at most 200 characters."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = "".join(ch for ch in base if ch.isprintable()).strip()
+    return cleaned[:MAX_NAME_LENGTH] or "file"
+
+
+def add_attachment_rows(batch: UploadBatch, *, report_id: uuid.UUID, first_seq: int) -> None:
+    """Add rows for the accepted uploads of ``batch`` (within the caller's transaction)."""
+    for offset, upload in enumerate(batch.accepted()):
+        meta = {
+            "name": clean_filename(upload.filename),
+            "type": upload.media.mime if upload.media else "application/octet-stream",
+            "size": upload.size,
+            "sha256": upload.sha256,
+        }
+        db.session.add(
+            Attachment(
+                id=upload.attachment_id,
+                report_id=report_id,
+                envelope_id=batch.envelope_id,
+                seq=first_seq + offset,
+                padded_size=upload.padded_size,
+                meta_sealed=crypto.seal_bytes(
+                    json.dumps(meta, ensure_ascii=False).encode("utf-8"),
+                    data_key=batch.data_key,
+                    report_id=batch.envelope_id,
+                    name=meta_field_name(upload.attachment_id),
+                    floor=META_FLOOR,
+                ),
+            )
+        )
+
+
+def publish_files(uploads: Sequence[SealingUpload], *, instance_path: Path) -> None:
+    """Move committed ciphertext from "partial" to its final name (atomic rename)."""
+    directory = attachment_directory(instance_path)
+    for upload in uploads:
+        os.replace(upload.partial_path, directory / upload.attachment_id.hex)
+
+
+def delete_files(attachment_ids: Sequence[uuid.UUID], *, instance_path: Path) -> None:
+    """Remove attachment ciphertext files (their keys are gone with the report's wraps)."""
+    directory = attachment_directory(instance_path)
+    for attachment_id in attachment_ids:
+        (directory / attachment_id.hex).unlink(missing_ok=True)
+
+
+def attachments_of(report_id: uuid.UUID) -> Sequence[Attachment]:
+    """Attachment rows of a report, in the order they were added."""
+    query = select(Attachment).where(Attachment.report_id == report_id)
+    return db.session.scalars(query.order_by(Attachment.seq)).all()
+
+
+@dataclass(frozen=True)
+class AttachmentMeta:
+    """Decrypted metadata of an attachment."""
+
+    name: str
+    type: str
+    size: int
+    sha256: str
+
+
+def open_meta(row: Attachment, *, data_key: bytes) -> AttachmentMeta:
+    """Decrypt an attachment's metadata with the data key of its envelope."""
+    raw = crypto.open_bytes(
+        row.meta_sealed, data_key=data_key, report_id=row.envelope_id, name=meta_field_name(row.id)
+    )
+    values = json.loads(raw)
+    return AttachmentMeta(
+        name=str(values["name"]),
+        type=str(values["type"]),
+        size=int(values["size"]),
+        sha256=str(values["sha256"]),
+    )
+
+
+def decrypt_to(
+    row: Attachment, *, data_key: bytes, source: BinaryIO, sink: BinaryIO
+) -> AttachmentMeta:
+    """Decrypt an attachment into ``sink`` and verify its SHA-256 against the sealed metadata."""
+    import hashlib
+
+    meta = open_meta(row, data_key=data_key)
+
+    class _Hashing(io.RawIOBase):
+        def __init__(self) -> None:
+            self.digest = hashlib.sha256()
+
+        def write(self, data: bytes) -> int:  # type: ignore[override]
+            self.digest.update(data)
+            sink.write(data)
+            return len(data)
+
+    hashing = _Hashing()
+    key = crypto.attachment_key(data_key, attachment_id=row.id)
+    crypto.open_stream(source, key=key, sink=hashing, size=meta.size)  # type: ignore[arg-type]
+    if hashing.digest.hexdigest() != meta.sha256:
+        raise AttachmentError("the file's SHA-256 does not match the one recorded at intake")
+    return meta
