@@ -85,6 +85,11 @@ class Settings:
                 "'flask --app app keys show --public "
                 f"{key_path}' after checking the fingerprint with the organizer"
             )
+        elif env == "production" and key_id and not _is_key_id(key_id):
+            pin_problem = (
+                "INCIDENTS_ORGANIZER_KEY_ID is malformed: it must be the 32 hexadecimal digits "
+                "printed by 'flask --app app keys show'"
+            )
         try:
             secret_values, has_local = _secrets(env, env_vars, instance)
         except ConfigError as exc:
@@ -145,6 +150,12 @@ class Settings:
     def demo_directory(self) -> Path:
         """Where ``make run`` keeps the generated demo organizer key."""
         return self.instance_path / DEMO_DIRECTORY
+
+
+def _is_key_id(text: str) -> bool:
+    """True for 32 hex digits (spaces and colons allowed), the form of a key id."""
+    cleaned = "".join(ch for ch in text if ch not in " :-")
+    return len(cleaned) == 32 and all(ch in "0123456789abcdefABCDEF" for ch in cleaned)
 
 
 def _int(env_vars: Mapping[str, str], name: str, default: int) -> int:

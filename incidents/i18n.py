@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, request, session, url_for
-from flask_babel import get_locale
+from flask_babel import get_locale, gettext
 
+from incidents.services.errors import DomainError
 from incidents.vocabulary import N_
 
 
@@ -35,6 +36,11 @@ _BY_CODE = {language.code: language for language in LANGUAGES}
 _BY_LOCALE = {language.locale: language for language in LANGUAGES}
 SESSION_KEY = "lang"
 N_("Language")
+
+
+def translated(error: DomainError) -> str:
+    """A domain error's message in the request's language."""
+    return str(gettext(error.message, **error.params))
 
 
 def select_locale() -> str:

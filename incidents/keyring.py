@@ -61,7 +61,7 @@ class KeyringCache:
         self._path = path
         self._pin = pinned_key_id
         self._lock = threading.Lock()
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, ...] | None = None
         self._result: Keyring | KeyUnavailableError | None = None
 
     def get(self) -> Keyring:
@@ -79,9 +79,11 @@ class KeyringCache:
             raise result
         return result
 
-    def _file_stamp(self) -> tuple[int, int] | None:
+    def _file_stamp(self) -> tuple[int, ...] | None:
+        # A replaced file of the same size within one timestamp tick still differs in inode or
+        # change time (public key files of one suite all have the same size).
         try:
             stat = self._path.stat()
         except OSError:
             return None
-        return (stat.st_mtime_ns, stat.st_size)
+        return (stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_size)

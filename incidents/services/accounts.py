@@ -24,6 +24,7 @@ from incidents.clock import as_utc, now
 from incidents.db import db
 from incidents.models import ROLES, Invitation, StaffSession, User
 from incidents.services.errors import DomainError
+from incidents.vocabulary import N_
 
 INVITATION_LIFETIME = timedelta(hours=72)
 MIN_PASSWORD_LENGTH = 12
@@ -52,16 +53,20 @@ def hash_token(token: str) -> bytes:
 def check_password_rules(password: str) -> None:
     """Raise AccountError unless the password is long enough (and not absurdly long)."""
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise AccountError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+        raise AccountError(
+            N_("The password must have at least %(min)d characters."), min=MIN_PASSWORD_LENGTH
+        )
     if len(password) > MAX_PASSWORD_LENGTH:
-        raise AccountError("the password is too long")
+        raise AccountError(N_("The password is too long."))
 
 
 def normalize_username(username: str) -> str:
     """Usernames are case-insensitive and trimmed; raise AccountError if unusable."""
     cleaned = username.strip().lower()
     if not (3 <= len(cleaned) <= 64) or not all(ch.isalnum() or ch in "._-" for ch in cleaned):
-        raise AccountError("a username has 3 to 64 letters, digits, dots, dashes or underscores")
+        raise AccountError(
+            N_("A username has 3 to 64 letters, digits, dots, dashes or underscores.")
+        )
     return cleaned
 
 
@@ -77,11 +82,11 @@ def find_user(username: str) -> User | None:
 def create_user(*, username: str, password: str, role: str, actor: str) -> User:
     """Create an account (without committing); TOTP is enrolled separately."""
     if role not in ROLES:
-        raise AccountError(f"unknown role {role!r}")
+        raise AccountError(N_("Unknown role."))
     cleaned = normalize_username(username)
     check_password_rules(password)
     if find_user(cleaned) is not None:
-        raise AccountError("this username is taken")
+        raise AccountError(N_("This username is taken."))
     user = User(
         username=cleaned,
         role=role,
@@ -137,11 +142,11 @@ def accepted_totp_step(secret: str, code: str, *, after_step: int | None, at: da
 def reenroll_totp(user: User, *, current_password: str, secret: str, code: str) -> None:
     """Replace the user's TOTP secret after checking the password and one code of the new one."""
     if not _verify_password(user, current_password):
-        raise AccountError("the current password is not correct")
+        raise AccountError(N_("The current password is not correct."))
     try:
         enroll_totp(user, secret=secret, code=code, actor=user.username)
     except LoginFailedError as exc:
-        raise AccountError("the code did not match the new authenticator") from exc
+        raise AccountError(N_("The code did not match the new authenticator.")) from exc
 
 
 def enroll_totp(user: User, *, secret: str, code: str, actor: str) -> None:
@@ -204,7 +209,7 @@ def _record_failure(username: str) -> None:
 def change_password(user: User, *, current: str, new: str) -> None:
     """Change a password after checking the current one; end the user's other sessions."""
     if not _verify_password(user, current):
-        raise AccountError("the current password is not correct")
+        raise AccountError(N_("The current password is not correct."))
     check_password_rules(new)
     user.password_hash = _hasher.hash(new)
     audit.record(actor=user.username, action="account.password_change", target=user.username)
@@ -225,7 +230,7 @@ class NewInvitation:
 def create_invitation(*, role: str, organizer: User) -> NewInvitation:
     """Create a single-use invitation for ``role`` (committed by the caller)."""
     if role not in ROLES:
-        raise AccountError(f"unknown role {role!r}")
+        raise AccountError(N_("Unknown role."))
     token = secrets.token_urlsafe(32)
     created = now()
     invitation = Invitation(
@@ -244,9 +249,9 @@ def open_invitation(token: str) -> Invitation:
     """Return the usable invitation for a token; raise AccountError if unknown, used or expired."""
     invitation = db.session.get(Invitation, hash_token(token))
     if invitation is None or invitation.used_at is not None:
-        raise AccountError("this invitation link is not valid (or was already used)")
+        raise AccountError(N_("This invitation link is not valid (or was already used)."))
     if as_utc(invitation.expires_at) <= now():
-        raise AccountError("this invitation link has expired; ask for a new one")
+        raise AccountError(N_("This invitation link has expired; ask for a new one."))
     return invitation
 
 
@@ -260,11 +265,11 @@ def accept_invitation(
     )
     if user.needs_totp:
         if not totp_secret:
-            raise AccountError("a second factor is required for this role")
+            raise AccountError(N_("A second factor is required for this role."))
         try:
             enroll_totp(user, secret=totp_secret, code=code, actor=user.username)
         except LoginFailedError as exc:
-            raise AccountError("the code from the authenticator app is not correct") from exc
+            raise AccountError(N_("The code from the authenticator app is not correct.")) from exc
     invitation.used_at = now()
     invitation.used_by_id = user.id
     audit.record(actor=user.username, action="invitation.accept", target=user.username)
@@ -277,9 +282,9 @@ def accept_invitation(
 def set_active(user: User, *, active: bool, organizer: User) -> None:
     """Disable or re-enable an account; disabling ends its sessions at once."""
     if user.id == organizer.id and not active:
-        raise AccountError("you cannot disable your own account")
+        raise AccountError(N_("You cannot disable your own account."))
     if not active and user.role == "organizer" and user.is_active and count_organizers() <= 1:
-        raise AccountError("the last active organizer cannot be disabled")
+        raise AccountError(N_("The last active organizer cannot be disabled."))
     user.is_active = active
     if not active:
         db.session.execute(delete(StaffSession).where(StaffSession.user_id == user.id))

@@ -22,6 +22,7 @@ from incidents.services.errors import DomainError
 from incidents.services.recipients import active_key_of
 from incidents.services.reports import ReportShell, shell_of
 from incidents.services.triage import get_report, set_status
+from incidents.vocabulary import N_
 
 ASSIGNABLE_STATUSES = frozenset({"new", "triaged", "assigned", "in_progress"})
 
@@ -56,13 +57,13 @@ def assign_report(report_id: uuid.UUID, *, volunteer_id: int, organizer: User) -
     report = get_report(report_id)
     volunteer = db.session.get(User, volunteer_id)
     if volunteer is None or volunteer.role != "volunteer" or not volunteer.is_active:
-        raise CaseError("choose an active legal-aid volunteer")
+        raise CaseError(N_("Choose an active legal-aid volunteer."))
     if active_key_of(volunteer) is None:
-        raise CaseError("this volunteer has no approved key yet")
+        raise CaseError(N_("This volunteer has no approved key yet."))
     if report.status not in ASSIGNABLE_STATUSES:
-        raise CaseError("reopen the report before assigning it")
+        raise CaseError(N_("Reopen the report before assigning it."))
     if db.session.get(Assignment, (report.id, volunteer.id)) is not None:
-        raise CaseError("this volunteer is already assigned to the report")
+        raise CaseError(N_("This volunteer is already assigned to the report."))
     db.session.add(
         Assignment(
             report_id=report.id,
@@ -88,7 +89,7 @@ def unassign_report(report_id: uuid.UUID, *, volunteer_id: int, organizer: User)
     assignment = db.session.get(Assignment, (report.id, volunteer_id))
     volunteer = db.session.get(User, volunteer_id)
     if assignment is None or volunteer is None:
-        raise CaseError("this volunteer is not assigned to the report")
+        raise CaseError(N_("This volunteer is not assigned to the report."))
     key_ids = select(RecipientKey.key_id).where(RecipientKey.owner_id == volunteer_id)
     removed = db.session.execute(
         delete(Wrap).where(Wrap.report_id == report.id, Wrap.key_id.in_(key_ids))
@@ -166,14 +167,14 @@ def record_grant(report_id: uuid.UUID, blob: bytes, *, actor: User) -> str:
     try:
         key_id = crypto.wrap_key_id(blob).hex()
     except crypto.FormatError as exc:
-        raise CaseError("this is not a key grant of the register") from exc
+        raise CaseError(N_("This is not a key grant of the register.")) from exc
     key = db.session.get(RecipientKey, key_id)
     if key is None or key.role != "volunteer" or key.owner_id is None:
-        raise CaseError("the grant is addressed to a key that is not a volunteer key")
+        raise CaseError(N_("The grant is addressed to a key that is not a volunteer key."))
     if not key.is_approved or key.is_retired:
-        raise CaseError("the grant is addressed to a key that is not approved")
+        raise CaseError(N_("The grant is addressed to a key that is not approved."))
     if db.session.get(Assignment, (report.id, key.owner_id)) is None:
-        raise CaseError("the key's owner is not assigned to this report")
+        raise CaseError(N_("The key's owner is not assigned to this report."))
     existing = db.session.get(Wrap, (report.id, key_id))
     if existing is None:
         db.session.add(Wrap(report_id=report.id, key_id=key_id, blob=blob))

@@ -17,6 +17,7 @@ from incidents.db import db
 from incidents.keyring import Keyring
 from incidents.models import RecipientKey, User
 from incidents.services.errors import DomainError
+from incidents.vocabulary import N_
 
 MAX_KEY_FILE_BYTES = 16 * 1024
 
@@ -28,29 +29,32 @@ class KeyRegistrationError(DomainError):
 def parse_volunteer_key(data: bytes, *, keyring: Keyring | None) -> crypto.PublicKey:
     """Parse an uploaded public key file and check that it can serve as a volunteer key."""
     if len(data) > MAX_KEY_FILE_BYTES:
-        raise KeyRegistrationError("this file is far too large to be a public key file")
+        raise KeyRegistrationError(N_("This file is far too large to be a public key file."))
     try:
         public_key = crypto.PublicKey.from_armor(data.decode("ascii"))
     except (UnicodeDecodeError, crypto.FormatError) as exc:
         raise KeyRegistrationError(
-            "this is not a public key file of the register (use the .pub file from 'keys init')"
+            N_(
+                "This is not a public key file of the register "
+                "(use the .pub file from 'keys init')."
+            )
         ) from exc
     if public_key.suite != crypto.SUITE_XWING:
         raise KeyRegistrationError(
-            "this key uses another suite; volunteer keys must be X-Wing (ML-KEM-768 + X25519)"
+            N_("This key uses another suite; volunteer keys must be X-Wing (ML-KEM-768 + X25519).")
         )
     if keyring is not None and public_key.key_id == keyring.organizer.key_id:
-        raise KeyRegistrationError("this is the organizers' key, not a personal volunteer key")
+        raise KeyRegistrationError(N_("This is the organizers' key, not a personal volunteer key."))
     existing = db.session.get(RecipientKey, public_key.key_id_hex)
     if existing is not None:
-        raise KeyRegistrationError("this key is already registered")
+        raise KeyRegistrationError(N_("This key is already registered."))
     return public_key
 
 
 def register_key(user: User, data: bytes, *, keyring: Keyring | None) -> RecipientKey:
     """Store a volunteer's public key as awaiting approval (committed)."""
     if user.role != "volunteer":
-        raise KeyRegistrationError("only legal-aid volunteers register personal keys")
+        raise KeyRegistrationError(N_("Only legal-aid volunteers register personal keys."))
     public_key = parse_volunteer_key(data, keyring=keyring)
     row = RecipientKey(
         key_id=public_key.key_id_hex,
@@ -72,11 +76,11 @@ def approve_key(key_id: str, *, organizer: User) -> RecipientKey:
     """Approve a volunteer key after the fingerprint check; retire the owner's other keys."""
     row = db.session.get(RecipientKey, key_id)
     if row is None or row.role != "volunteer" or row.owner_id is None:
-        raise KeyRegistrationError("no such volunteer key")
+        raise KeyRegistrationError(N_("No such volunteer key."))
     if row.is_retired:
-        raise KeyRegistrationError("this key was retired")
+        raise KeyRegistrationError(N_("This key was retired."))
     if row.approved_at is not None:
-        raise KeyRegistrationError("this key is already approved")
+        raise KeyRegistrationError(N_("This key is already approved."))
     row.approved_at = now()
     row.approved_by_id = organizer.id
     for other in keys_of_owner(row.owner_id):
@@ -92,9 +96,9 @@ def retire_key(key_id: str, *, actor: User) -> None:
     """Retire a volunteer key (lost laptop, left the team): it can receive no more cases."""
     row = db.session.get(RecipientKey, key_id)
     if row is None or row.role != "volunteer":
-        raise KeyRegistrationError("no such volunteer key")
+        raise KeyRegistrationError(N_("No such volunteer key."))
     if actor.role != "organizer" and actor.id != row.owner_id:
-        raise KeyRegistrationError("no such volunteer key")
+        raise KeyRegistrationError(N_("No such volunteer key."))
     row.is_retired = True
     audit.record(actor=actor.username, action="key.retire", target=row.key_id)
     db.session.commit()

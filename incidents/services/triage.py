@@ -22,6 +22,7 @@ from incidents.db import db
 from incidents.models import Report, StatusChange, User
 from incidents.services.errors import DomainError, ReportNotFoundError
 from incidents.services.reports import ReportShell, shell_of
+from incidents.vocabulary import N_
 
 PER_PAGE = 25
 MAX_REASON_LENGTH = 500
@@ -124,9 +125,9 @@ def set_status(
 ) -> None:
     """Move a report to ``new_status`` and record it (history + audit), without committing."""
     if new_status not in vocabulary.STATUS_CODES:
-        raise TriageError("unknown status")
+        raise TriageError(N_("Unknown status."))
     if check and new_status not in TRANSITIONS.get(report.status, frozenset()):
-        raise TriageError(f"a report cannot go from {report.status} to {new_status} by hand")
+        raise TriageError(N_("This status change is not allowed from the report's current status."))
     reason = reason.strip()[:MAX_REASON_LENGTH]
     db.session.add(
         StatusChange(
@@ -160,9 +161,9 @@ def correct_shell(
     """Correct the shell category and period (committed), checked against the vocabulary."""
     report = get_report(report_id)
     if category not in vocabulary.CATEGORY_BY_CODE:
-        raise TriageError("unknown category")
+        raise TriageError(N_("Unknown category."))
     if not is_valid_period(occurred_period):
-        raise TriageError("a period is written as 2025-W07 (ISO week) or 2025-03 (month)")
+        raise TriageError(N_("A period is written as 2025-W07 (ISO week) or 2025-03 (month)."))
     changes: dict[str, audit.DetailValue] = {}
     if category != report.category:
         changes.update({"category_from": report.category, "category_to": category})
@@ -199,9 +200,9 @@ def link_duplicate(report_id: uuid.UUID, original_id: uuid.UUID, *, actor: User)
     """Mark a report as a duplicate of another (committed)."""
     report, original = get_report(report_id), get_report(original_id)
     if report.id == original.id:
-        raise TriageError("a report cannot duplicate itself")
+        raise TriageError(N_("A report cannot duplicate itself."))
     if original.duplicate_of is not None:
-        raise TriageError("link to the original report, not to another duplicate")
+        raise TriageError(N_("Link to the original report, not to another duplicate."))
     report.duplicate_of = original.id
     set_status(report, "duplicate", actor=actor, reason=f"duplicate of {original.id}", check=False)
     db.session.commit()

@@ -25,6 +25,7 @@ from sqlalchemy import select
 from incidents import audit, vocabulary
 from incidents.db import db
 from incidents.extensions import limiter
+from incidents.i18n import translated
 from incidents.keyring import Keyring, KeyringCache
 from incidents.models import AuditEvent, User
 from incidents.services import accounts, cases, recipients, sessions, triage
@@ -181,7 +182,7 @@ def accept_invitation(token: str) -> ResponseReturnValue:
             db.session.commit()
         except accounts.AccountError as exc:
             db.session.rollback()
-            error = str(exc)
+            error = translated(exc)
         else:
             begin_session(user)
             flash(_("Welcome. Your account is ready."))
@@ -238,7 +239,7 @@ def change_password() -> ResponseReturnValue:
             )
         except accounts.AccountError as exc:
             db.session.rollback()
-            flash(str(exc), "error")
+            flash(translated(exc), "error")
         else:
             identity = current_identity()
             sessions.end_other_sessions(user, keep_token=identity.token if identity else None)
@@ -329,7 +330,7 @@ def set_active(user_id: int) -> ResponseReturnValue:
         db.session.commit()
     except accounts.AccountError as exc:
         db.session.rollback()
-        flash(str(exc), "error")
+        flash(translated(exc), "error")
     return redirect(url_for("staff.users"))
 
 
@@ -409,7 +410,7 @@ def _run(action: Any) -> None:
         action()
     except DomainError as exc:
         db.session.rollback()
-        flash(str(exc), "error")
+        flash(translated(exc), "error")
     else:
         flash(_("Saved."))
 
@@ -571,7 +572,7 @@ def upload_key() -> ResponseReturnValue:
         row = recipients.register_key(current_staff(), data, keyring=_keyring())
     except recipients.KeyRegistrationError as exc:
         db.session.rollback()
-        flash(str(exc), "error")
+        flash(translated(exc), "error")
     else:
         flash(
             _(

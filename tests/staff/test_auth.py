@@ -421,7 +421,7 @@ def test_password_change_needs_the_current_password_and_a_long_new_one(
     stored_hash = user_row(app, ngo.id).password_hash
 
     wrong_current = change_password(client, current="not my password", new=NEW_PASSWORD)
-    assert "the current password is not correct" in flashed(wrong_current)
+    assert "The current password is not correct." in flashed(wrong_current)
     too_short = change_password(client, current=STAFF_PASSWORD, new="short pw 11")
     assert any("at least 12 characters" in message for message in flashed(too_short))
 
@@ -745,7 +745,7 @@ def test_create_organizer_command_refuses_a_taken_username_or_short_password(
         env={"INCIDENTS_USER_PASSWORD": NEW_PASSWORD},
     )
     assert taken.exit_code == 1
-    assert "this username is taken" in taken.output
+    assert "This username is taken." in taken.output
     assert "otpauth://" not in taken.output
     account = find_account(app, "taken-name")
     assert account is not None

@@ -194,8 +194,8 @@ def test_only_an_active_volunteer_with_an_approved_key_can_be_assigned(
             service_messages[name] = str(refusal.value)
             db.session.rollback()
     assert set(service_messages.values()) == {
-        "choose an active legal-aid volunteer",
-        "this volunteer has no approved key yet",
+        "Choose an active legal-aid volunteer.",
+        "This volunteer has no approved key yet.",
     }
     assert stored(app)["assignments"] == []
 
@@ -208,7 +208,7 @@ def test_only_an_active_volunteer_with_an_approved_key_can_be_assigned(
         (organizer.username, str(report), {"volunteer": eligible.username})
     ]
     assert flashed(assign(client, report, eligible.id)) == [
-        "this volunteer is already assigned to the report"
+        "This volunteer is already assigned to the report."
     ]
     assert len(stored(app)["assignments"]) == 1
 
@@ -240,7 +240,7 @@ def test_assigning_moves_new_and_triaged_reports_to_assigned(
 
     # Then: new and triaged reports become assigned, others keep their status or are refused
     assert messages == {
-        status: ["Saved."] if after else ["reopen the report before assigning it"]
+        status: ["Saved."] if after else ["Reopen the report before assigning it."]
         for status, after in STATUS_AFTER_ASSIGNMENT.items()
     }
     assert {status: status_of(app, rid) for status, rid in reports.items()} == {
@@ -390,29 +390,29 @@ def test_bad_grants_are_refused_and_nothing_is_stored(
     attempts = {
         "owner not assigned": (
             grant_to(outsider_key),
-            "the key's owner is not assigned to this report",
+            "The key's owner is not assigned to this report.",
         ),
         "key awaiting approval": (
             grant_to(pending_key),
-            "the grant is addressed to a key that is not approved",
+            "The grant is addressed to a key that is not approved.",
         ),
         "organizer key": (
             grant_to(organizer.public_key),
-            "the grant is addressed to a key that is not a volunteer key",
+            "The grant is addressed to a key that is not a volunteer key.",
         ),
         "unregistered key": (
             grant_to(unknown_key),
-            "the grant is addressed to a key that is not a volunteer key",
+            "The grant is addressed to a key that is not a volunteer key.",
         ),
-        "garbage bytes": (secrets.token_bytes(1200), "this is not a key grant of the register"),
-        "garbage text": (b"not a grant at all\n", "this is not a key grant of the register"),
-        "empty file": (b"", "this is not a key grant of the register"),
-        "wrong version byte": (wrong_version(good), "this is not a key grant of the register"),
-        "wrong suite byte": (wrong_suite(good), "this is not a key grant of the register"),
-        "header only": (good[:10], "this is not a key grant of the register"),
+        "garbage bytes": (secrets.token_bytes(1200), "This is not a key grant of the register."),
+        "garbage text": (b"not a grant at all\n", "This is not a key grant of the register."),
+        "empty file": (b"", "This is not a key grant of the register."),
+        "wrong version byte": (wrong_version(good), "This is not a key grant of the register."),
+        "wrong suite byte": (wrong_suite(good), "This is not a key grant of the register."),
+        "header only": (good[:10], "This is not a key grant of the register."),
         "right key, report without assignment": (
             grant_to(assigned_key, other_report),
-            "the key's owner is not assigned to this report",
+            "The key's owner is not assigned to this report.",
         ),
     }
     before = stored(app)
@@ -538,10 +538,10 @@ def test_remove_and_revoke_deletes_the_assignment_and_the_volunteers_wrap(
 
     # And: the old grant cannot be recorded again, and revoking twice is refused
     assert flashed(upload_grant(client, report, grant)) == [
-        "the key's owner is not assigned to this report"
+        "The key's owner is not assigned to this report."
     ]
     assert flashed(revoke(client, report, volunteer.id)) == [
-        "this volunteer is not assigned to the report"
+        "This volunteer is not assigned to the report."
     ]
     assert stored(app)["wraps"] == [organizer_wrap]
 

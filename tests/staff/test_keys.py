@@ -38,7 +38,7 @@ from tests.factories import (
 )
 
 NOT_A_KEY_FILE = (
-    "this is not a public key file of the register (use the .pub file from 'keys init')"
+    "This is not a public key file of the register (use the .pub file from 'keys init')."
 )
 
 
@@ -198,10 +198,10 @@ BAD_FILES = {
     "binary garbage": (lambda: secrets.token_bytes(1216), NOT_A_KEY_FILE),
     "private key file": (private_key_file, NOT_A_KEY_FILE),
     "damaged key file": (damaged_key_file, NOT_A_KEY_FILE),
-    "huge file": (huge_key_file, "this file is far too large to be a public key file"),
+    "huge file": (huge_key_file, "This file is far too large to be a public key file."),
     "X25519 key": (
         x25519_key_file,
-        "this key uses another suite; volunteer keys must be X-Wing (ML-KEM-768 + X25519)",
+        "This key uses another suite; volunteer keys must be X-Wing (ML-KEM-768 + X25519).",
     ),
 }
 
@@ -216,7 +216,7 @@ def test_bad_key_files_are_refused_with_a_message_and_nothing_is_stored(
     files = {name: make() for name, (make, _message) in BAD_FILES.items()}
     files["organizer's key"] = organizer.public_key.to_armor().encode("ascii")
     expected = {name: [message] for name, (_make, message) in BAD_FILES.items()}
-    expected["organizer's key"] = ["this is the organizers' key, not a personal volunteer key"]
+    expected["organizer's key"] = ["This is the organizers' key, not a personal volunteer key."]
 
     # When: they upload each bad file
     messages = {name: flashed(upload(client, data)) for name, data in files.items()}
@@ -241,7 +241,7 @@ def test_organizer_key_is_refused_even_before_any_report_exists(
 
     response = upload(client, organizer.public_key.to_armor().encode("ascii"))
 
-    assert flashed(response) == ["this is the organizers' key, not a personal volunteer key"]
+    assert flashed(response) == ["This is the organizers' key, not a personal volunteer key."]
     assert key_rows(app) == {}
 
 
@@ -258,8 +258,8 @@ def test_an_already_registered_key_is_refused_for_its_owner_and_for_others(app: 
     stolen = upload(other_client, armor)
 
     # Then: both are refused and the key still belongs to the first volunteer only
-    assert flashed(again) == ["this key is already registered"]
-    assert flashed(stolen) == ["this key is already registered"]
+    assert flashed(again) == ["This key is already registered."]
+    assert flashed(stolen) == ["This key is already registered."]
     assert key_rows(app) == before
     assert [row["owner_id"] for row in before.values()] == [volunteer.id]
 
@@ -317,10 +317,12 @@ def test_approving_a_new_key_retires_the_volunteers_old_one(app: Flask) -> None:
 
     # And: an approved key cannot be approved again, a retired or unknown one not at all
     assert flashed(press(organizer_client, "approve", second.key_id_hex)) == [
-        "this key is already approved"
+        "This key is already approved."
     ]
-    assert flashed(press(organizer_client, "approve", first.key_id_hex)) == ["this key was retired"]
-    assert flashed(press(organizer_client, "approve", "0" * 32)) == ["no such volunteer key"]
+    assert flashed(press(organizer_client, "approve", first.key_id_hex)) == [
+        "This key was retired."
+    ]
+    assert flashed(press(organizer_client, "approve", "0" * 32)) == ["No such volunteer key."]
     assert key_rows(app)[first.key_id_hex]["is_approved"] is True  # approved once, now retired
     assert key_rows(app)[first.key_id_hex]["is_retired"] is True
 
@@ -342,9 +344,9 @@ def test_retiring_is_for_the_owner_and_organizers_only(app: Flask, organizer: Ke
     organizer_key_by_organizer = press(organizer_client, "retire", organizer_key)
 
     # Then: each is refused as if the key did not exist, and nothing changed
-    assert flashed(by_bob) == ["no such volunteer key"]
-    assert flashed(organizer_key_by_bob) == ["no such volunteer key"]
-    assert flashed(organizer_key_by_organizer) == ["no such volunteer key"]
+    assert flashed(by_bob) == ["No such volunteer key."]
+    assert flashed(organizer_key_by_bob) == ["No such volunteer key."]
+    assert flashed(organizer_key_by_organizer) == ["No such volunteer key."]
     assert not any(row["is_retired"] for row in key_rows(app).values())
     bobs_page = bob_client.get("/staff/keys").get_data(as_text=True)
     assert alice_public.fingerprint not in bobs_page, "a volunteer sees only their own keys"
@@ -422,7 +424,7 @@ def test_an_unapproved_or_retired_key_never_receives_a_case(
 
     # Then: both are refused and nothing is stored
     assert flashed(refused_assignment) == ["Choose a legal-aid volunteer with an approved key."]
-    assert flashed(refused_grant) == ["the grant is addressed to a key that is not approved"]
+    assert flashed(refused_grant) == ["The grant is addressed to a key that is not approved."]
     assert counts(app) == before
     assert f'<option value="{volunteer.id}"' not in refused_assignment.get_data(as_text=True)
     with app.app_context(), pytest.raises(cases.CaseError, match="no approved key"):
@@ -443,7 +445,7 @@ def test_an_unapproved_or_retired_key_never_receives_a_case(
 
     # Then: it is refused although its owner is assigned
     assert flashed(upload_grant(client, report, to_pending)) == [
-        "the grant is addressed to a key that is not approved"
+        "The grant is addressed to a key that is not approved."
     ]
     assert counts(app) == assigned
 
@@ -457,7 +459,7 @@ def test_an_unapproved_or_retired_key_never_receives_a_case(
         app, report, organizer_key=organizer.private_key, recipient=approved_key.public_key()
     )
     assert flashed(upload_grant(client, report, to_retired)) == [
-        "the grant is addressed to a key that is not approved"
+        "The grant is addressed to a key that is not approved."
     ]
     assert flashed(assign(client, other_report, volunteer)) == [
         "Choose a legal-aid volunteer with an approved key."

@@ -328,7 +328,7 @@ def test_manual_status_changes_follow_the_transition_table(
                 if messages != ["Saved."]:
                     problems.append(f"{old}->{new}: accepted, but the page says {messages}")
             elif status_now != old or messages != [
-                f"a report cannot go from {old} to {new} by hand"
+                "This status change is not allowed from the report's current status."
             ]:
                 problems.append(f"{old}->{new}: refused as {messages}, status {status_now}")
 
@@ -530,9 +530,9 @@ def test_a_report_cannot_duplicate_itself_a_duplicate_or_an_unknown_report(
         "unknown": post_form(client, third, "duplicate", {"original_id": str(uuid.uuid4())}),
     }
 
-    assert flashed(attempts["itself"]) == ["a report cannot duplicate itself"]
+    assert flashed(attempts["itself"]) == ["A report cannot duplicate itself."]
     assert flashed(attempts["a duplicate"]) == [
-        "link to the original report, not to another duplicate"
+        "Link to the original report, not to another duplicate."
     ]
     assert len(flashed(attempts["unknown"])) == 1
     assert "Saved." not in flashed(attempts["unknown"])
