@@ -825,6 +825,18 @@ def open_stream(source: BinaryIO, *, key: bytes, sink: BinaryIO, size: int) -> N
         raise DecryptionError("attachment is shorter than its recorded size")
 
 
+def encrypt_chunks_unframed(key: bytes, data: bytes, *, chunk_size: int = STREAM_CHUNK_SIZE) -> int:
+    """AES-256-GCM over ``data`` in chunks with counter nonces and nothing else (no header, no
+    padding, no hashing): the physical floor that ``bench/seal_attachment.py`` compares STREAM
+    sealing against. Returns the ciphertext length; never use it to store anything."""
+    aead = AESGCM(key)
+    total = 0
+    for counter, start in enumerate(range(0, len(data), chunk_size)):
+        nonce = struct.pack(">4xQ", counter)
+        total += len(aead.encrypt(nonce, data[start : start + chunk_size], None))
+    return total
+
+
 # --------------------------------------------------------------------------- receipts
 
 
