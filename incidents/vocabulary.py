@@ -161,6 +161,8 @@ COUNTRIES: tuple[Country, ...] = (
 )
 
 OTHER_CITY = Term(OTHER, N_("Another place or I prefer not to say"))
+OTHER_CITY_SHORT = Term(OTHER, N_("other or not given"))
+"""The "other" city as staff read it."""
 
 CATEGORY_BY_CODE = {category.code: category for category in CATEGORIES}
 COUNTRY_BY_CODE = {country.code: country for country in COUNTRIES}

@@ -102,7 +102,7 @@ def unassign_report(report_id: uuid.UUID, *, volunteer_id: int, organizer: User)
         details={"volunteer": volunteer.username, "wraps_deleted": removed.rowcount},  # type: ignore[attr-defined]
     )
     db.session.flush()
-    if report.status == "assigned" and not assignments_of(report.id):
+    if report.status in ("assigned", "in_progress") and not assignments_of(report.id):
         set_status(report, "triaged", actor=organizer, check=False, reason="volunteer removed")
     db.session.commit()
 

@@ -377,9 +377,7 @@ def report(report_id: uuid.UUID) -> ResponseReturnValue:
     """One report's shell, status history, duplicates, volunteers and grant state."""
     row = _report_or_404(report_id)
     assign_form = forms.AssignForm()
-    assign_form.volunteer_id.choices = [
-        (user.id, user.username) for user in cases.eligible_volunteers()
-    ]
+    assign_form.volunteer_id.choices = _volunteer_choices(row.id)
     correct_form = forms.CorrectShellForm(
         category=row.category, occurred_period=row.occurred_period
     )
@@ -398,6 +396,15 @@ def report(report_id: uuid.UUID) -> ResponseReturnValue:
         unassign_form=forms.UnassignForm(),
         grant_form=forms.GrantForm(),
     )
+
+
+def _volunteer_choices(report_id: uuid.UUID) -> list[tuple[int, str]]:
+    """Volunteers with an approved key who are not yet on this report."""
+    return [
+        (user.id, user.username)
+        for user in cases.eligible_volunteers()
+        if not cases.is_assigned(report_id, user)
+    ]
 
 
 def _back_to_report(report_id: uuid.UUID) -> ResponseReturnValue:
@@ -483,7 +490,7 @@ def assign(report_id: uuid.UUID) -> ResponseReturnValue:
     """Assign a volunteer with an approved key."""
     _report_or_404(report_id)
     form = forms.AssignForm()
-    form.volunteer_id.choices = [(user.id, user.username) for user in cases.eligible_volunteers()]
+    form.volunteer_id.choices = _volunteer_choices(report_id)
     if form.validate_on_submit():
         _run(
             lambda: cases.assign_report(

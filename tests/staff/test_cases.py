@@ -207,9 +207,9 @@ def test_only_an_active_volunteer_with_an_approved_key_can_be_assigned(
     assert audit_details(app, "case.assign") == [
         (organizer.username, str(report), {"volunteer": eligible.username})
     ]
-    assert flashed(assign(client, report, eligible.id)) == [
-        "This volunteer is already assigned to the report."
-    ]
+    page = client.get(f"/staff/reports/{report}").get_data(as_text=True)
+    assert f'<option value="{eligible.id}"' not in page  # no longer offered
+    assert flashed(assign(client, report, eligible.id)) == [NO_ELIGIBLE_VOLUNTEER]
     assert len(stored(app)["assignments"]) == 1
 
 
