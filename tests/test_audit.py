@@ -300,7 +300,7 @@ def test_database_holds_no_ip_address_user_agent_or_report_text(app: Flask) -> N
 
 
 _ROW = re.compile(
-    r"<tr>\s*<td>(\d+)</td>\s*<td>[^<]*</td>\s*<td>([^<]*)</td>\s*<td><code>([^<]*)</code></td>"
+    r"<tr>\s*<td>(\d+)</td>\s*<td[^>]*>[^<]*</td>\s*<td>([^<]*)</td>\s*<td><code>([^<]*)</code></td>"
 )
 
 
