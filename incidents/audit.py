@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from incidents.db import db
 from incidents.models import AuditEvent
@@ -62,16 +62,20 @@ def record(
     action: str,
     target: str = "",
     details: Mapping[str, DetailValue] | None = None,
+    day_only: bool = False,
 ) -> AuditEvent:
     """Append an event to the chain inside the current transaction and return it.
 
     The sequence number is the primary key, so two writers racing for the same number make one
-    transaction fail instead of forking the chain.
+    transaction fail instead of forking the chain. ``day_only`` records midnight UTC instead of
+    the second, for a witness's own actions (their exact time could point at the witness).
     """
     last = db.session.scalars(select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(1)).first()
     seq = 1 if last is None else last.seq + 1
     prev_hash = GENESIS_HASH if last is None else last.hash
     at = datetime.now(UTC).replace(microsecond=0)
+    if day_only:
+        at = at.replace(hour=0, minute=0, second=0)
     encoded = json.dumps(dict(details or {}), ensure_ascii=False, sort_keys=True)
     event = AuditEvent(
         seq=seq,
@@ -145,8 +149,3 @@ def _link_problem(event: AuditEvent, *, expected_seq: int, prev_hash: str) -> st
     if recomputed != event.hash:
         return "its content was changed after it was recorded"
     return ""
-
-
-def count_events() -> int:
-    """Number of stored events."""
-    return int(db.session.scalar(select(func.count()).select_from(AuditEvent)) or 0)

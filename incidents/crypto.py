@@ -160,9 +160,13 @@ def unpad(padded: bytes) -> bytes:
     return padded[4 : 4 + length]
 
 
+LONG_FIELDS = frozenset({"narrative", "text", "body"})
+"""Free-text fields padded to at least 4 KiB: the narrative, additions' text, replies' body."""
+
+
 def field_floor(name: str) -> int:
-    """Return the padding floor for a sealed field: 4 KiB for the narrative, 256 B otherwise."""
-    return LONG_FIELD_FLOOR if name == "narrative" else SHORT_FIELD_FLOOR
+    """Return the padding floor for a sealed field: 4 KiB for long texts, 256 B otherwise."""
+    return LONG_FIELD_FLOOR if name in LONG_FIELDS else SHORT_FIELD_FLOOR
 
 
 def _header(suite: int) -> bytes:

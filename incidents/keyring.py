@@ -62,7 +62,7 @@ class KeyringCache:
         self._pin = pinned_key_id
         self._lock = threading.Lock()
         self._stamp: tuple[int, ...] | None = None
-        self._result: Keyring | KeyUnavailableError | None = None
+        self._result: Keyring | str | None = None
 
     def get(self) -> Keyring:
         """Return the current keyring or raise KeyUnavailableError."""
@@ -72,11 +72,13 @@ class KeyringCache:
                 try:
                     self._result = load_keyring(self._path, pinned_key_id=self._pin)
                 except KeyUnavailableError as exc:
-                    self._result = exc
+                    self._result = str(exc)
                 self._stamp = stamp
             result = self._result
-        if isinstance(result, KeyUnavailableError):
-            raise result
+        if isinstance(result, str):
+            # A new exception each time: re-raising one cached object would chain every refused
+            # request's frames (and the form data in them) onto its traceback.
+            raise KeyUnavailableError(result)
         return result
 
     def _file_stamp(self) -> tuple[int, ...] | None:

@@ -12,6 +12,9 @@ import logging
 from flask import Flask
 
 _REQUEST_LINE_MARKER = " - - ["
+# Libraries that read witnesses' files and log what they read at DEBUG: Pillow prints every
+# EXIF tag of an image header (GPS position, camera serial, comments) when it opens one.
+_CONTENT_LOGGERS = ("PIL", "pillow_heif")
 
 
 class DropRequestLines(logging.Filter):
@@ -23,8 +26,14 @@ class DropRequestLines(logging.Filter):
 
 
 def configure_logging(app: Flask, *, level: str) -> None:
-    """Set the application log level and strip request lines from the development server."""
+    """Set the application log level and strip request lines from the development server.
+
+    Loggers of libraries that parse evidence files stay at WARNING whatever the level, so that
+    a DEBUG log of the process never holds a photo's metadata.
+    """
     app.logger.setLevel(level)
+    for name in _CONTENT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     werkzeug_logger = logging.getLogger("werkzeug")
     if not any(isinstance(f, DropRequestLines) for f in werkzeug_logger.filters):
         werkzeug_logger.addFilter(DropRequestLines())

@@ -39,6 +39,13 @@ SEALED_FIELDS = (
 )
 """Names of the sealed fields of a report, as bound into each field's AAD."""
 
+ERASED = b""
+"""A sealed column holding no bytes: the value was crypto-shredded. Only ``ERASABLE_FIELDS`` may
+be erased (the contact details, when the witness withdraws consent to be contacted); they open
+as empty text. An empty blob in any other field is damage and fails to open."""
+
+ERASABLE_FIELDS = frozenset({"contact"})
+
 
 class Report(Base):
     """One witness report: clear shell fields for triage and exports, sealed body, witness key."""
@@ -79,8 +86,13 @@ class Report(Base):
     )
 
     def sealed_fields(self) -> dict[str, bytes]:
-        """Return the sealed blobs by field name."""
-        return {name: getattr(self, f"{name}_sealed") for name in SEALED_FIELDS}
+        """Return the sealed blobs by field name, leaving out erased ones (see ``ERASED``)."""
+        blobs = {name: getattr(self, f"{name}_sealed") for name in SEALED_FIELDS}
+        return {
+            name: blob
+            for name, blob in blobs.items()
+            if not (blob == ERASED and name in ERASABLE_FIELDS)
+        }
 
 
 class Wrap(Base):

@@ -1,6 +1,7 @@
 """HTTP response headers that every page carries.
 
-Strict CSP with no inline script or style and no external origin (DESIGN S10), no referrer,
+Strict CSP with no inline script or style and no external origin (DESIGN S10), a referrer only
+to this site itself (Flask-WTF checks it on HTTPS; no other site ever learns a page address),
 no framing, no caching of anything but static assets (``Cache-Control: no-store``), and HSTS in
 production.
 """
@@ -36,7 +37,7 @@ def register_security_headers(app: Flask) -> None:
         headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
         headers["X-Content-Type-Options"] = "nosniff"
         headers["X-Frame-Options"] = "DENY"
-        headers["Referrer-Policy"] = "no-referrer"
+        headers["Referrer-Policy"] = "same-origin"
         headers["Permissions-Policy"] = PERMISSIONS_POLICY
         headers["Cross-Origin-Opener-Policy"] = "same-origin"
         headers["Cross-Origin-Resource-Policy"] = "same-origin"

@@ -15,6 +15,7 @@ at the end of every request, partial files are deleted (they hold ciphertext onl
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import io
 import os
@@ -98,12 +99,13 @@ def _is_plain_text(head: bytes) -> bool:
     if not head or head.startswith(b"#!"):
         return False
     sample = head[:SNIFF_BYTES]
+    # Only a character cut off by the end of the sample is fine, and only when the sample is
+    # not the whole file: invalid bytes anywhere else (even in a file's last bytes) are binary.
+    is_whole_file = len(sample) < SNIFF_BYTES
     try:
-        text = sample.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        if exc.start < len(sample) - 4:  # only a character cut at the end of the sample is fine
-            return False
-        text = sample[: exc.start].decode("utf-8")
+        text = codecs.getincrementaldecoder("utf-8")().decode(sample, final=is_whole_file)
+    except UnicodeDecodeError:
+        return False
     if any(ord(ch) < 32 and ch not in "\n\r\t\f" for ch in text):
         return False
     lowered = sample.lower().lstrip()
@@ -117,6 +119,10 @@ def image_pixels(head: bytes) -> int | None:
     try:
         with Image.open(io.BytesIO(head)) as image:
             width, height = image.size
+    except Image.DecompressionBombError:
+        # Pillow refuses a header over twice its own limit before telling the size: the image
+        # has at least that many pixels, more than MAX_IMAGE_PIXELS, so it is "too large".
+        return 2 * (Image.MAX_IMAGE_PIXELS or MAX_IMAGE_PIXELS) + 1
     except Exception:  # any parse failure (Pillow raises many kinds) means "header not readable"
         return None
     return width * height

@@ -33,9 +33,12 @@ class WorkingCopy:
     suffix: str
 
 
-def can_strip(media_type: str) -> bool:
-    """True for the types a working copy can be made of."""
-    return media_type in IMAGE_FORMATS
+def _target_mode(mode: str, target_format: str) -> str:
+    """A mode that keeps the colours without a palette (a fresh image has none to copy)."""
+    if target_format == "JPEG":
+        return "L" if mode in ("1", "L") else "RGB"
+    has_alpha = mode in ("RGBA", "LA", "PA", "P") or mode.endswith("A")
+    return "RGBA" if has_alpha else ("L" if mode in ("1", "L") else "RGB")
 
 
 def strip_image(data: bytes, *, media_type: str) -> WorkingCopy:
@@ -55,8 +58,7 @@ def strip_image(data: bytes, *, media_type: str) -> WorkingCopy:
     try:
         with Image.open(io.BytesIO(data)) as original:
             oriented = ImageOps.exif_transpose(original)
-            mode = "RGB" if target_format == "JPEG" and oriented.mode not in ("RGB", "L") else None
-            pixels = oriented.convert(mode) if mode else oriented
+            pixels = oriented.convert(_target_mode(oriented.mode, target_format))
             clean = Image.new(pixels.mode, pixels.size)
             clean.paste(pixels)
     except (OSError, ValueError, Image.DecompressionBombError) as exc:

@@ -639,7 +639,8 @@ def test_reports_open_of_a_damaged_field_fails_clearly(
 ) -> None:
     report, _wrap = stored(app, one_report)
     assert callable(change)
-    update_report(app, one_report, contact_sealed=change(report.contact_sealed))
+    # place_detail: an emptied contact column is a legitimate erasure (models.ERASABLE_FIELDS)
+    update_report(app, one_report, place_detail_sealed=change(report.place_detail_sealed))
 
     result = open_report(runner, one_report, organizer.private_path, organizer.passphrase)
 

@@ -105,7 +105,7 @@ def inject_vocabulary() -> dict[str, object]:
 
 # --------------------------------------------------------------------------- return visit
 
-FOLLOWUP_FAILURE_LIMIT = "30 per minute;300 per hour"
+FOLLOWUP_FAILURE_LIMIT = "300 per minute"
 NOT_FOUND_STATUS = 404
 
 
@@ -116,6 +116,16 @@ def _followup_failure_key() -> str:
 
 def _is_failure(response: object) -> bool:
     return getattr(response, "status_code", 200) == NOT_FOUND_STATUS
+
+
+# One budget for every follow-up form: a route-specific limit would give each of the four forms
+# its own counter, and a guesser four times the attempts.
+followup_failures = limiter.shared_limit(
+    FOLLOWUP_FAILURE_LIMIT,
+    scope="followup-failures",
+    key_func=_followup_failure_key,
+    deduct_when=_is_failure,
+)
 
 
 def _case_page(
@@ -160,7 +170,7 @@ def followup_start() -> ResponseReturnValue:
 
 
 @bp.post("/followup")
-@limiter.limit(FOLLOWUP_FAILURE_LIMIT, key_func=_followup_failure_key, deduct_when=_is_failure)
+@followup_failures
 def followup_open() -> ResponseReturnValue:
     """Show status, replies and consents for a receipt; the same answer for any wrong code."""
     form = ReceiptForm()
@@ -173,7 +183,7 @@ def followup_open() -> ResponseReturnValue:
 
 
 @bp.post("/followup/add")
-@limiter.limit(FOLLOWUP_FAILURE_LIMIT, key_func=_followup_failure_key, deduct_when=_is_failure)
+@followup_failures
 def followup_add() -> ResponseReturnValue:
     """Seal and store more information (text and/or files) for the report."""
     keyring = current_keyring()
@@ -207,7 +217,7 @@ def followup_add() -> ResponseReturnValue:
 
 
 @bp.post("/followup/consent")
-@limiter.limit(FOLLOWUP_FAILURE_LIMIT, key_func=_followup_failure_key, deduct_when=_is_failure)
+@followup_failures
 def followup_consent() -> ResponseReturnValue:
     """Withdraw consent to statistics and/or contact."""
     form = ConsentForm()
@@ -224,7 +234,7 @@ def followup_consent() -> ResponseReturnValue:
 
 
 @bp.post("/followup/delete")
-@limiter.limit(FOLLOWUP_FAILURE_LIMIT, key_func=_followup_failure_key, deduct_when=_is_failure)
+@followup_failures
 def followup_delete() -> ResponseReturnValue:
     """Delete the report for good (crypto-shredding), after an explicit confirmation."""
     form = DeleteForm()

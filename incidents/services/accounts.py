@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 
 from incidents import audit
 from incidents.clock import as_utc, now
@@ -27,6 +27,10 @@ from incidents.services.errors import DomainError
 from incidents.vocabulary import N_
 
 INVITATION_LIFETIME = timedelta(hours=72)
+RESERVED_USERNAMES = frozenset(
+    {"anonymous", "witness", "cli", "desk", "invitation", "system", "admin", "root"}
+)
+"""Names the audit log uses for non-staff actors; no account may pose as them."""
 MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 1024
 TOTP_ISSUER = "Incident register"
@@ -63,6 +67,8 @@ def check_password_rules(password: str) -> None:
 def normalize_username(username: str) -> str:
     """Usernames are case-insensitive and trimmed; raise AccountError if unusable."""
     cleaned = username.strip().lower()
+    if cleaned in RESERVED_USERNAMES:
+        raise AccountError(N_("This username is taken."))
     if not (3 <= len(cleaned) <= 64) or not all(ch.isalnum() or ch in "._-" for ch in cleaned):
         raise AccountError(
             N_("A username has 3 to 64 letters, digits, dots, dashes or underscores.")
@@ -182,12 +188,34 @@ def authenticate(*, username: str, password: str, code: str) -> User:
         except LoginFailedError:
             _record_failure(username)
             raise
-        user.totp_last_counter = step
+        if not _claim_totp_step(user, step):
+            _record_failure(username)  # the same code won a race in another request
+            raise LoginFailedError("login failed")
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = _hasher.hash(password)
     audit.record(actor=user.username, action="login.success", target=user.username)
     db.session.commit()
     return user
+
+
+def _claim_totp_step(user: User, step: int) -> bool:
+    """Record ``step`` as used only if no other request used it or a later one (atomic)."""
+    previous = user.totp_last_counter
+    condition = (
+        User.totp_last_counter.is_(None)
+        if previous is None
+        else (User.totp_last_counter == previous)
+    )
+    result = db.session.execute(
+        update(User)
+        .where(User.id == user.id, condition)
+        .values(totp_last_counter=step)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    user.totp_last_counter = step
+    return True
 
 
 def _verify_password(user: User | None, password: str) -> bool:
@@ -248,7 +276,8 @@ def create_invitation(*, role: str, organizer: User) -> NewInvitation:
 def open_invitation(token: str) -> Invitation:
     """Return the usable invitation for a token; raise AccountError if unknown, used or expired."""
     invitation = db.session.get(Invitation, hash_token(token))
-    if invitation is None or invitation.used_at is not None:
+    creator = db.session.get(User, invitation.created_by_id) if invitation else None
+    if invitation is None or invitation.used_at is not None or not (creator and creator.is_active):
         raise AccountError(N_("This invitation link is not valid (or was already used)."))
     if as_utc(invitation.expires_at) <= now():
         raise AccountError(N_("This invitation link has expired; ask for a new one."))

@@ -73,10 +73,17 @@ def add_attachment_rows(batch: UploadBatch, *, report_id: uuid.UUID, first_seq: 
 
 
 def publish_files(uploads: Sequence[SealingUpload], *, instance_path: Path) -> None:
-    """Move committed ciphertext from "partial" to its final name (atomic rename)."""
+    """Move committed ciphertext from "partial" to its final name (atomic rename).
+
+    The access and modification times are set to the epoch: a file's times would otherwise
+    record the exact moment of a submission, which the database deliberately does not keep.
+    (The inode change time cannot be set; see docs/threat-model.md.)
+    """
     directory = attachment_directory(instance_path)
     for upload in uploads:
-        os.replace(upload.partial_path, directory / upload.attachment_id.hex)
+        final = directory / upload.attachment_id.hex
+        os.replace(upload.partial_path, final)
+        os.utime(final, (0, 0))
 
 
 def delete_files(attachment_ids: Sequence[uuid.UUID], *, instance_path: Path) -> None:

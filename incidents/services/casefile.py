@@ -16,7 +16,15 @@ from sqlalchemy import select
 
 from incidents import crypto
 from incidents.db import db
-from incidents.models import Addition, Attachment, EnvelopeWrap, Message, Report, Wrap
+from incidents.models import (
+    SEALED_FIELDS,
+    Addition,
+    Attachment,
+    EnvelopeWrap,
+    Message,
+    Report,
+    Wrap,
+)
 from incidents.services.attachments import AttachmentMeta, decrypt_to, open_meta
 from incidents.services.errors import NoWrapForKeyError, ReportNotFoundError
 from incidents.services.followup import ADDITION_FIELD, REPLY_FIELD
@@ -110,10 +118,13 @@ def open_case(report_id: uuid.UUID, *, private_key: crypto.PrivateKey) -> CaseFi
     """Decrypt the report and everything attached to it that is wrapped to ``private_key``."""
     report = _report(report_id)
     report_key = report_data_key(report_id, private_key=private_key)
-    sealed = {
-        name: crypto.open_field(blob, data_key=report_key, report_id=report_id, name=name)
-        for name, blob in report.sealed_fields().items()
-    }
+    sealed = dict.fromkeys(SEALED_FIELDS, "")  # erased values open as empty text
+    sealed.update(
+        {
+            name: crypto.open_field(blob, data_key=report_key, report_id=report_id, name=name)
+            for name, blob in report.sealed_fields().items()
+        }
+    )
     additions = []
     for addition in db.session.scalars(
         select(Addition).where(Addition.report_id == report_id).order_by(Addition.seq)

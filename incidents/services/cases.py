@@ -3,7 +3,8 @@
 Assignment is bookkeeping on the server; access is cryptographic. A volunteer can read a case
 only once the organizer's desk has unwrapped the report's data key and wrapped it to the
 volunteer's approved key: until that wrap is recorded here the case shows "awaiting key grant".
-Revoking deletes the volunteer's wrap (crypto-shredding their access on the server).
+Revoking deletes the volunteer's wraps of the report and of every addition (crypto-shredding
+their access on the server).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from sqlalchemy import delete, select
 
 from incidents import audit, crypto
 from incidents.clock import now
-from incidents.db import db
-from incidents.models import Assignment, RecipientKey, Report, User, Wrap
+from incidents.db import db, forget_deleted_rows
+from incidents.models import Assignment, EnvelopeWrap, RecipientKey, Report, User, Wrap
 from incidents.services.errors import DomainError
 from incidents.services.recipients import active_key_of
 from incidents.services.reports import ReportShell, shell_of
@@ -94,17 +95,27 @@ def unassign_report(report_id: uuid.UUID, *, volunteer_id: int, organizer: User)
     removed = db.session.execute(
         delete(Wrap).where(Wrap.report_id == report.id, Wrap.key_id.in_(key_ids))
     )
+    removed_envelopes = db.session.execute(
+        delete(EnvelopeWrap).where(
+            EnvelopeWrap.report_id == report.id, EnvelopeWrap.key_id.in_(key_ids)
+        )
+    )
     db.session.delete(assignment)
     audit.record(
         actor=organizer.username,
         action="case.revoke",
         target=str(report.id),
-        details={"volunteer": volunteer.username, "wraps_deleted": removed.rowcount},  # type: ignore[attr-defined]
+        details={
+            "volunteer": volunteer.username,
+            "wraps_deleted": removed.rowcount,  # type: ignore[attr-defined]
+            "envelope_wraps_deleted": removed_envelopes.rowcount,  # type: ignore[attr-defined]
+        },
     )
     db.session.flush()
     if report.status in ("assigned", "in_progress") and not assignments_of(report.id):
         set_status(report, "triaged", actor=organizer, check=False, reason="volunteer removed")
     db.session.commit()
+    forget_deleted_rows()
 
 
 def assignments_of(report_id: uuid.UUID) -> Sequence[CaseAssignment]:

@@ -19,15 +19,18 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from incidents import audit, crypto
-from incidents.db import db
+from incidents.db import db, forget_deleted_rows
 from incidents.keyring import Keyring
 from incidents.models import (
+    ERASED,
     Addition,
+    Assignment,
     Attachment,
     EnvelopeWrap,
     Message,
     RecipientKey,
     Report,
+    User,
     Wrap,
 )
 from incidents.services.attachments import add_attachment_rows, delete_files
@@ -115,13 +118,23 @@ def replies_for(case: WitnessCase) -> Sequence[Reply]:
 
 
 def addition_recipients(report: Report, *, keyring: Keyring) -> list[crypto.PublicKey]:
-    """Everyone who can open the report now: the organizer and volunteers holding a grant."""
+    """Everyone who may open the report now: the organizer, and the volunteers who hold a grant,
+    are still assigned, have an active account and an approved, not retired key."""
     recipients = list(keyring.recipients)
     seen = {key.key_id_hex for key in recipients}
     rows = db.session.scalars(
         select(RecipientKey)
         .join(Wrap, Wrap.key_id == RecipientKey.key_id)
-        .where(Wrap.report_id == report.id, RecipientKey.is_retired.is_(False))
+        .join(User, User.id == RecipientKey.owner_id)
+        .join(
+            Assignment,
+            (Assignment.report_id == Wrap.report_id) & (Assignment.user_id == User.id),
+        )
+        .where(
+            Wrap.report_id == report.id,
+            RecipientKey.is_retired.is_(False),
+            User.is_active.is_(True),
+        )
     ).all()
     for row in rows:
         if row.key_id not in seen and row.is_approved:
@@ -191,6 +204,8 @@ def withdraw_consent(case: WitnessCase, *, statistics: bool, contact: bool) -> N
         withdrawn["statistics"] = True
     if contact and report.consent_contact:
         report.consent_contact = False
+        # The contact details were only kept for this consent: crypto-shred the sealed value.
+        report.contact_sealed = ERASED
         withdrawn["contact"] = True
     if withdrawn:
         audit.record(
@@ -198,8 +213,11 @@ def withdraw_consent(case: WitnessCase, *, statistics: bool, contact: bool) -> N
             action="report.consent_withdrawn",
             target=str(report.id),
             details=withdrawn,
+            day_only=True,
         )
     db.session.commit()
+    if contact:
+        forget_deleted_rows()
 
 
 def delete_report(case: WitnessCase, *, instance_path: Path) -> None:
@@ -217,12 +235,20 @@ def delete_report(case: WitnessCase, *, instance_path: Path) -> None:
     db.session.execute(delete(Addition).where(Addition.report_id == report_id))
     db.session.execute(delete(Message).where(Message.report_id == report_id))
     db.session.execute(
-        update(Report).where(Report.duplicate_of == report_id).values(duplicate_of=None)
+        update(Report)
+        .where(Report.duplicate_of == report_id)
+        .values(duplicate_of=None, status="triaged")
     )
     db.session.delete(case.report)
-    audit.record(actor="witness", action="report.deleted_by_witness", target=str(report_id))
+    audit.record(
+        actor="witness",
+        action="report.deleted_by_witness",
+        target=str(report_id),
+        day_only=True,
+    )
     db.session.commit()
     delete_files(attachment_ids, instance_path=instance_path)
+    forget_deleted_rows()
 
 
 def store_reply(

@@ -204,8 +204,11 @@ def open_stored_report(report_id: uuid.UUID, *, private_key: crypto.PrivateKey) 
     wrap = db.session.get(Wrap, (report_id, private_key.key_id.hex()))
     if wrap is None:
         raise NoWrapForKeyError(f"report {report_id} is not wrapped to this key")
-    values = crypto.open_report(
-        report.sealed_fields(), report_id=report_id, wrap=wrap.blob, private_key=private_key
+    values = dict.fromkeys(SEALED_FIELDS, "")  # erased values open as empty text
+    values.update(
+        crypto.open_report(
+            report.sealed_fields(), report_id=report_id, wrap=wrap.blob, private_key=private_key
+        )
     )
     return OpenedReport(shell=shell_of(report), sealed=values)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import io
 import json
 import uuid
@@ -45,6 +46,7 @@ exports_bp = Blueprint("exports", __name__)
 
 HOME_BY_ROLE = {"organizer": "staff.reports", "volunteer": "staff.cases", "ngo": "exports.index"}
 LOGIN_LIMITS = "5 per minute;30 per hour"
+ALL_LOGINS_LIMITS = "60 per minute;600 per hour"
 ACCOUNT_LIMITS = "5 per minute;30 per hour"
 AUDIT_PER_PAGE = 50
 
@@ -55,16 +57,26 @@ def _account_limit_key() -> str:
     return f"account:{identity.user.id if identity else 'anonymous'}"
 
 
+def _typed_username() -> str:
+    """The username field of the login form, as the limits and the audit see it."""
+    return request.form.get("username", "").strip().lower()[:64]
+
+
 def _login_limit_key() -> str:
-    """Rate-limit logins per account name (never per client address)."""
-    username = request.form.get("username", "").strip().lower()[:64]
-    return f"login:{username}"
+    """Rate-limit logins per account name (hashed: people type passwords into it by mistake),
+    never per client address."""
+    digest = hashlib.sha256(_typed_username().encode("utf-8")).hexdigest()[:32]
+    return f"login:{digest}"
+
+
+def _all_logins_key() -> str:
+    """One ceiling for every login attempt together, so rotating names does not help."""
+    return "login:all"
 
 
 def _record_rate_limited(_limit: Any) -> None:
     """Put repeated login failures on record (without any client detail)."""
-    username = request.form.get("username", "").strip().lower()[:64]
-    known = accounts.find_user(username)
+    known = accounts.find_user(_typed_username())
     audit.record(
         actor="anonymous",
         action="login.rate_limited",
@@ -127,6 +139,7 @@ def home() -> ResponseReturnValue:
 @limiter.limit(
     LOGIN_LIMITS, key_func=_login_limit_key, methods=["POST"], on_breach=_record_rate_limited
 )
+@limiter.limit(ALL_LOGINS_LIMITS, key_func=_all_logins_key, methods=["POST"])
 def login() -> ResponseReturnValue:
     """Username, password and TOTP code; one generic message for every failure."""
     form = forms.LoginForm(next=request.args.get("next", ""))

@@ -772,3 +772,25 @@ def test_logging_in_again_ends_the_previous_session(app: Flask, client: FlaskCli
         after = {row.token_hash for row in db.session.scalars(sa.select(StaffSession)).all()}
     assert len(after) == 1
     assert not (before & after)
+
+
+def test_an_invitation_dies_with_the_account_that_made_it(app: Flask) -> None:
+    """Given an invitation created by an organizer who is then disabled, the link no longer
+    works (disabling ends the account's tokens at once)."""
+    creator = make_user(app, role="organizer")
+    make_user(app, role="organizer")  # someone must remain to do the disabling
+    with app.app_context():
+        user = db.session.get(User, creator.id)
+        assert user is not None
+        invitation = accounts.create_invitation(role="volunteer", organizer=user)
+        db.session.commit()
+        assert app.test_client().get(f"/staff/invite/{invitation.token}").status_code == 200
+        user.is_active = False
+        db.session.commit()
+    assert app.test_client().get(f"/staff/invite/{invitation.token}").status_code == 404
+
+
+@pytest.mark.parametrize("name", ["witness", "Anonymous", "cli", "desk"])
+def test_names_the_audit_log_uses_for_non_staff_cannot_be_taken(app: Flask, name: str) -> None:
+    with app.app_context(), pytest.raises(accounts.AccountError):
+        accounts.create_user(username=name, password="a long staff password", role="ngo", actor="t")

@@ -523,7 +523,7 @@ def test_remove_and_revoke_deletes_the_assignment_and_the_volunteers_wrap(
         (
             organizer_account.username,
             str(report),
-            {"volunteer": volunteer.username, "wraps_deleted": 1},
+            {"volunteer": volunteer.username, "wraps_deleted": 1, "envelope_wraps_deleted": 0},
         )
     ]
     assert status_of(app, report) == "triaged"
@@ -581,3 +581,53 @@ def test_an_ngo_sees_only_the_exports_page(app: Flask, organizer: KeyFiles) -> N
     assert statuses == dict.fromkeys(statuses, 403)
     nav = ngo_client.get("/exports").get_data(as_text=True).split('class="staff-nav"', 1)[1]
     assert "/staff/reports" not in nav.split("</nav>", 1)[0]
+
+
+def test_revoking_also_takes_back_the_witnesss_later_additions(
+    app: Flask, client: FlaskClient, organizer_account: StaffAccount, organizer: KeyFiles
+) -> None:
+    """Given a volunteer holding a grant, and an addition the witness made afterwards (wrapped
+    to that volunteer too), when the organizer revokes the volunteer, then their key opens
+    neither the report nor the addition any more."""
+    from incidents.models import EnvelopeWrap
+    from incidents.services import followup
+    from tests.factories import make_filed_report
+
+    filed = make_filed_report(app)
+    report = filed.report_id
+    volunteer = make_user(app, role="volunteer")
+    volunteer_key = make_volunteer_key(app, volunteer, approved_by=organizer_account)
+    assert flashed(assign(client, report, volunteer.id)) == ["Saved."]
+    grant = grant_for(
+        app, report, organizer_key=organizer.private_key, recipient=volunteer_key.public_key()
+    )
+    assert flashed(upload_grant(client, report, grant)) == ["Saved."]
+    with app.app_context():
+        case = followup.find_case(
+            filed.receipt, receipt_secret=app.extensions["incidents.settings"].receipt_key
+        )
+        addition_id = followup.add_information(
+            case,
+            text="They came back to my flat.",
+            uploads=None,
+            keyring=app.extensions["incidents.keyring"].get(),
+            received_on=date(2025, 3, 20),
+            instance_path=app.extensions["incidents.settings"].instance_path,
+        )
+        wrapped_to = {row.key_id for row in db.session.scalars(select(EnvelopeWrap)).all()}
+    assert volunteer_key.key_id.hex() in wrapped_to
+
+    revoke(client, report, volunteer.id)
+
+    with app.app_context():
+        remaining = {row.key_id for row in db.session.scalars(select(EnvelopeWrap)).all()}
+        assert remaining == {organizer.private_key.key_id.hex()}
+        assert envelope_key_or_none(addition_id, volunteer_key) is None
+        assert envelope_key_or_none(addition_id, organizer.private_key) is not None
+
+
+def envelope_key_or_none(envelope_id: uuid.UUID, key: crypto.PrivateKey) -> bytes | None:
+    """The envelope's data key for ``key``, or None when no wrap is addressed to it."""
+    from incidents.services.casefile import envelope_data_key
+
+    return envelope_data_key(envelope_id, private_key=key)
