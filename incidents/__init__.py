@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 
 def _configure(app: Flask, settings: Settings) -> None:
+    """Copy the settings into Flask's config; keep the settings and keyring cache on ``app``."""
     from incidents.logs import configure_logging
 
     app.config.update(
@@ -84,6 +85,7 @@ def _configure(app: Flask, settings: Settings) -> None:
 
 
 def _init_extensions(app: Flask) -> None:
+    """Bind the database, migration, CSRF, Babel, login and rate-limit extensions."""
     from incidents.i18n import select_locale
 
     db.init_app(app)
@@ -95,6 +97,7 @@ def _init_extensions(app: Flask) -> None:
 
 
 def _register_blueprints(app: Flask) -> None:
+    """Wire up blueprints, error handlers, upload teardown, headers, helpers and CLI."""
     from incidents import cli, errors, i18n, security
     from incidents.intake.views import bp as intake_bp
     from incidents.staff.auth import configure_login

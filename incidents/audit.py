@@ -133,6 +133,7 @@ def verify(events: Sequence[AuditEvent] | None = None) -> ChainReport:
 
 
 def _link_problem(event: AuditEvent, *, expected_seq: int, prev_hash: str) -> str:
+    """Say why ``event`` does not link onto the chain so far, or return "" if it does."""
     if event.seq != expected_seq:
         return f"event {expected_seq} is missing (next stored event is {event.seq})"
     if event.prev_hash != prev_hash:

@@ -53,6 +53,7 @@ def clear_errors(command: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the command, turning the expected failures into ClickException."""
         try:
             return command(*args, **kwargs)
         except crypto.WrongPassphraseError as exc:
@@ -75,6 +76,7 @@ def clear_errors(command: Callable[P, R]) -> Callable[P, R]:
 
 
 def _settings() -> Settings:
+    """The settings of the app the command runs in."""
     settings: Settings = current_app.extensions["incidents.settings"]
     return settings
 
@@ -118,6 +120,7 @@ def read_public_key(path: Path) -> crypto.PublicKey:
 
 
 def _read_text(path: Path, *, what: str) -> str:
+    """Read an ASCII key file; a missing or binary file becomes a one-line error."""
     try:
         return path.read_text(encoding="ascii")
     except FileNotFoundError as exc:
@@ -362,6 +365,7 @@ def reports_attachment(
 
 
 def _parse_report_id(text: str) -> uuid.UUID:
+    """Parse a report id typed on the command line, or fail with a one-line error."""
     try:
         return uuid.UUID(text)
     except ValueError as exc:
@@ -447,6 +451,7 @@ def demo_prepare() -> None:
 
 
 def _announce_demo_key(demo: Path, public_key: crypto.PublicKey, passphrase: str) -> None:
+    """Print the demo key's file, passphrase and key id once, in a banner."""
     lines: list[Any] = [
         "",
         "=" * 72,

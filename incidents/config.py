@@ -159,6 +159,7 @@ def _is_key_id(text: str) -> bool:
 
 
 def _int(env_vars: Mapping[str, str], name: str, default: int) -> int:
+    """Read a whole-number variable, or ``default`` when it is not set."""
     raw = env_vars.get(name)
     if raw is None:
         return default

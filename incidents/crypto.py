@@ -170,10 +170,12 @@ def field_floor(name: str) -> int:
 
 
 def _header(suite: int) -> bytes:
+    """The format-version and suite bytes that start every sealed blob and key."""
     return bytes([FORMAT_VERSION, suite])
 
 
 def _check_header(blob: bytes, *, allowed_suites: Iterable[int], what: str) -> int:
+    """Check a blob's format version and suite; return the suite."""
     if len(blob) < 2:
         raise FormatError(f"{what} is truncated")
     if blob[0] != FORMAT_VERSION:
@@ -184,6 +186,7 @@ def _check_header(blob: bytes, *, allowed_suites: Iterable[int], what: str) -> i
 
 
 def _report_id_bytes(report_id: uuid.UUID) -> bytes:
+    """The report id as it is bound into associated data."""
     return report_id.bytes
 
 
@@ -258,6 +261,7 @@ class PublicKey:
         return cls.from_bytes(_dearmor(PUBLIC_ARMOR, text))
 
     def _hpke_public(self) -> hpke.MLKEM768X25519PublicKey | x25519.X25519PublicKey:
+        """The key as a ``cryptography`` HPKE recipient; raise FormatError if invalid."""
         try:
             if self.suite == SUITE_XWING:
                 return hpke.MLKEM768X25519PublicKey(
@@ -298,6 +302,7 @@ class PrivateKey:
 
     @functools.cached_property
     def _public(self) -> PublicKey:
+        """Derive the public key from the seed (cached)."""
         if self.suite == SUITE_XWING:
             mlkem_private, x_private = _expand_xwing_seed(self.seed)
             raw = (
@@ -318,10 +323,12 @@ class PrivateKey:
         return self.public_key().key_id
 
     def _hpke_private(self) -> hpke.MLKEM768X25519PrivateKey | x25519.X25519PrivateKey:
+        """The private key in the form HPKE decapsulation takes."""
         return self._expanded_private
 
     @functools.cached_property
     def _expanded_private(self) -> hpke.MLKEM768X25519PrivateKey | x25519.X25519PrivateKey:
+        """Expand the seed into the ``cryptography`` private key for HPKE (cached)."""
         if self.suite == SUITE_XWING:
             mlkem_private, x_private = _expand_xwing_seed(self.seed)
             return hpke.MLKEM768X25519PrivateKey(mlkem_private, x_private)
@@ -331,6 +338,7 @@ class PrivateKey:
 def _expand_xwing_seed(
     seed: bytes,
 ) -> tuple[mlkem.MLKEM768PrivateKey, x25519.X25519PrivateKey]:
+    """Expand a 32-byte X-Wing seed (SHAKE256) into its ML-KEM-768 and X25519 keys."""
     digest = hashes.Hash(hashes.SHAKE256(96))
     digest.update(seed)
     expanded = digest.finalize()
@@ -341,6 +349,7 @@ def _expand_xwing_seed(
 
 
 def _hpke_suite(suite: int) -> hpke.Suite:
+    """The HPKE suite (KEM, HKDF-SHA256, AES-256-GCM) for one of the key suites."""
     kem = hpke.KEM.MLKEM768_X25519 if suite == SUITE_XWING else hpke.KEM.X25519
     return hpke.Suite(kem, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
 
@@ -361,6 +370,7 @@ def parse_key_id(text: str) -> bytes:
 
 
 def _armor(kind: str, data: bytes, comments: Iterable[str]) -> str:
+    """Base64 ``data`` in 64-column lines between BEGIN/END lines, after the comments."""
     encoded = base64.b64encode(data).decode("ascii")
     lines = [f"-----BEGIN {kind}-----", *comments, ""]
     lines += [encoded[i : i + 64] for i in range(0, len(encoded), 64)]
@@ -369,6 +379,7 @@ def _armor(kind: str, data: bytes, comments: Iterable[str]) -> str:
 
 
 def _dearmor(kind: str, text: str) -> bytes:
+    """Return the data of an armored ``kind`` block; raise FormatError if it is malformed."""
     begin, end = f"-----BEGIN {kind}-----", f"-----END {kind}-----"
     lines = [line.strip() for line in text.strip().splitlines()]
     if not lines or lines[0] != begin or lines[-1] != end:
@@ -412,6 +423,7 @@ def normalize_passphrase(passphrase: str) -> bytes:
 
 
 def _derive_file_key(passphrase: str, salt: bytes, params: KdfParams) -> bytes:
+    """Derive the key that seals a private key file from its passphrase (Argon2id)."""
     kdf = Argon2id(
         salt=salt,
         length=32,
@@ -467,6 +479,7 @@ def inspect_private_key_file(text: str) -> KeyFileInfo:
 
 
 def _parse_key_file(text: str) -> tuple[KeyFileInfo, bytes, bytes]:
+    """Split a private key file into its checked parameters, raw header and sealed seed."""
     data = _dearmor(PRIVATE_ARMOR, text)
     if len(data) != _KEY_FILE_HEADER.size + SEED_LENGTH + 16:
         raise FormatError("private key file is truncated or has trailing data")
@@ -718,6 +731,7 @@ def padded_attachment_length(size: int) -> int:
 
 
 def _stream_nonce(prefix: bytes, counter: int, *, is_last: bool) -> bytes:
+    """The nonce of STREAM chunk ``counter``; the last chunk's carries a flag."""
     if counter >= 2**32:
         raise CryptoError("attachment too large for one stream")
     return prefix + struct.pack(">I", counter) + (b"\x01" if is_last else b"\x00")
@@ -782,6 +796,7 @@ class StreamSealer:
         return padded
 
     def _emit(self, chunk: bytes, *, is_last: bool) -> None:
+        """Encrypt one chunk under the next nonce and write it to the sink."""
         nonce = _stream_nonce(self._prefix, self._counter, is_last=is_last)
         self._sink.write(self._aead.encrypt(nonce, chunk, self._header))
         self._counter += 1
@@ -901,6 +916,7 @@ def derive_witness_secrets(receipt: str) -> WitnessSecrets:
     ikm = normalize_receipt(receipt).encode("ascii")
 
     def expand(label: bytes) -> bytes:
+        """Derive a 32-byte value for ``label`` from the receipt (HKDF-SHA256)."""
         return HKDF(
             algorithm=hashes.SHA256(), length=32, salt=LABEL_RECEIPT_SALT, info=label
         ).derive(ikm)

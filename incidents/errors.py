@@ -28,27 +28,32 @@ def register_error_handlers(app: Flask) -> None:
 
 
 def _key_unavailable(error: KeyUnavailableError) -> ResponseReturnValue:
+    """Close the witness form with a 503 page while the organizer key is unusable."""
     current_app.logger.error("witness form closed (503): %s", error)
     return render_template("errors/not_accepting.html"), 503
 
 
 def _not_saved(error: ReportNotSavedError) -> ResponseReturnValue:
+    """Show a 503 page when a report could not be stored."""
     current_app.logger.error("a report could not be saved: %s", error)
     return render_template("errors/not_saved.html"), 503
 
 
 def _csrf_failed(error: CSRFError) -> ResponseReturnValue:
+    """Show the form-expired page (400) when a CSRF check fails."""
     current_app.logger.info("form rejected: CSRF check failed (%s)", error.description)
     return render_template("errors/csrf.html"), 400
 
 
 def _http_error(error: HTTPException) -> ResponseReturnValue:
+    """Render the translated page for an HTTP error (a generic one for rare codes)."""
     code = error.code or 500
     template = f"errors/{code}.html" if code in PAGES_BY_CODE else "errors/generic.html"
     return render_template(template, code=code), code
 
 
 def _unexpected(error: Exception) -> ResponseReturnValue:
+    """Log an unhandled exception without its message and show the 500 page."""
     # The exception message may quote input, so only its type and the stack are logged.
     stack = "".join(traceback.format_tb(error.__traceback__))
     current_app.logger.error("unexpected %s at:\n%s", type(error).__name__, stack)

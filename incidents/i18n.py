@@ -79,6 +79,7 @@ def register_template_helpers(app: Flask) -> None:
 
     @app.context_processor
     def inject_languages() -> dict[str, object]:
+        """Give templates the languages, the current one and the URL builder."""
         return {
             "languages": LANGUAGES,
             "current_language": current_language(),

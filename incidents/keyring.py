@@ -82,6 +82,7 @@ class KeyringCache:
         return result
 
     def _file_stamp(self) -> tuple[int, ...] | None:
+        """Identify the key file's current version by its stat data (None if unreadable)."""
         # A replaced file of the same size within one timestamp tick still differs in inode or
         # change time (public key files of one suite all have the same size).
         try:

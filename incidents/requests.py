@@ -38,6 +38,7 @@ class ReadableFormDataParser(FormDataParser):
         content_length: int | None,
         options: dict[str, str],
     ) -> tuple[IO[bytes], MultiDict[str, str], MultiDict[str, FileStorage]]:
+        """Parse a url-encoded body, decoding bad UTF-8 as U+FFFD."""
         if (
             self.max_form_memory_size is not None
             and content_length is not None
@@ -74,6 +75,7 @@ class ReadableRequest(Request):
 
     @max_content_length.setter
     def max_content_length(self, value: int | None) -> None:
+        """Set a limit for this request that replaces the configured ones."""
         self._max_content_length = value
 
     def _get_file_stream(

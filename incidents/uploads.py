@@ -189,6 +189,7 @@ class SealingUpload:
             self.discard()
 
     def _check_content(self, head: bytes) -> None:
+        """Refuse empty, unknown or oversized/unreadable image files; else record the type."""
         if self.size == 0:
             self._refuse("empty")
             return
@@ -207,6 +208,7 @@ class SealingUpload:
         self.media = media
 
     def _refuse(self, problem: str) -> None:
+        """Mark the upload refused, stop sealing and delete what was written."""
         self.problem = problem
         self.sealer = None
         self._head = bytearray()
@@ -243,7 +245,6 @@ class UploadBatch:
     max_files: int
     max_bytes: int
     uploads: list[SealingUpload] = field(default_factory=list)
-    refused_count: int = 0
 
     def open_upload(self, filename: str) -> SealingUpload:
         """Start sealing the next file (or drop it when there are already enough)."""

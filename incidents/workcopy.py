@@ -13,10 +13,10 @@ import io
 from dataclasses import dataclass
 
 IMAGE_FORMATS = {
-    "image/jpeg": ("JPEG", ".jpg"),
-    "image/png": ("PNG", ".png"),
-    "image/webp": ("WEBP", ".webp"),
-    "image/heic": ("JPEG", ".jpg"),
+    "image/jpeg": "JPEG",
+    "image/png": "PNG",
+    "image/webp": "WEBP",
+    "image/heic": "JPEG",
 }
 MAX_WORKING_COPY_PIXELS = 120_000_000
 
@@ -27,10 +27,9 @@ class WorkingCopyError(Exception):
 
 @dataclass(frozen=True)
 class WorkingCopy:
-    """A metadata-free copy and the file name suffix that fits its format."""
+    """A metadata-free copy of an image."""
 
     data: bytes
-    suffix: str
 
 
 def _target_mode(mode: str, target_format: str) -> str:
@@ -53,7 +52,7 @@ def strip_image(data: bytes, *, media_type: str) -> WorkingCopy:
         import pillow_heif
 
         pillow_heif.register_heif_opener()
-    target_format, suffix = IMAGE_FORMATS[media_type]
+    target_format = IMAGE_FORMATS[media_type]
     Image.MAX_IMAGE_PIXELS = MAX_WORKING_COPY_PIXELS
     try:
         with Image.open(io.BytesIO(data)) as original:
@@ -66,4 +65,4 @@ def strip_image(data: bytes, *, media_type: str) -> WorkingCopy:
     out = io.BytesIO()
     options = {"quality": 92} if target_format in ("JPEG", "WEBP") else {}
     clean.save(out, format=target_format, **options)
-    return WorkingCopy(data=out.getvalue(), suffix=suffix)
+    return WorkingCopy(data=out.getvalue())

@@ -138,10 +138,12 @@ class LocalDateField(DateField):
 
 
 def _choices(terms: tuple[vocabulary.Term, ...]) -> list[tuple[str, str]]:
+    """(code, label) pairs for a select field from vocabulary terms."""
     return [(term.code, term.label) for term in terms]
 
 
 def _select_choices(pairs: list[tuple[str, str]]) -> list[SelectChoice]:
+    """Turn (code, label) pairs into WTForms select choices."""
     return [SelectChoice(code, label) for code, label in pairs]
 
 
@@ -261,6 +263,7 @@ class ReportForm(FlaskForm):
 
 
 def _clean(value: str | None) -> str:
+    """Field data without surrounding whitespace; None becomes ""."""
     return (value or "").strip()
 
 

@@ -58,6 +58,7 @@ def report() -> ResponseReturnValue:
 
 
 def _upload_errors() -> list[str]:
+    """Messages for the files of this request that were refused."""
     settings = current_settings()
     return upload_errors(
         current_batch(),
@@ -67,6 +68,7 @@ def _upload_errors() -> list[str]:
 
 
 def _today() -> date:
+    """Today's date in UTC, recorded as the day a report was received."""
     return datetime.now(UTC).date()
 
 
@@ -115,6 +117,7 @@ def _followup_failure_key() -> str:
 
 
 def _is_failure(response: object) -> bool:
+    """Whether a follow-up response counts against the shared failure limit."""
     return getattr(response, "status_code", 200) == NOT_FOUND_STATUS
 
 
@@ -131,6 +134,7 @@ followup_failures = limiter.shared_limit(
 def _case_page(
     case: followup.WitnessCase, *, status: int = 200, **forms: object
 ) -> ResponseReturnValue:
+    """Render a witness's case page; ``forms`` replaces the empty default forms."""
     receipt = followup_receipt()
     defaults: dict[str, object] = {
         "add_form": AddInformationForm(receipt=receipt, formdata=None),
@@ -156,6 +160,7 @@ def followup_receipt() -> str:
 
 
 def _find_case_or_404() -> followup.WitnessCase | ResponseReturnValue:
+    """The case for this request's receipt, or the not-found page with a 404."""
     try:
         return followup.find_case(followup_receipt(), receipt_secret=current_settings().receipt_key)
     except followup.CaseNotFoundError:

@@ -219,6 +219,7 @@ def _claim_totp_step(user: User, step: int) -> bool:
 
 
 def _verify_password(user: User | None, password: str) -> bool:
+    """Check a password; unknown users are checked against a dummy hash to cost the same."""
     stored = user.password_hash if user is not None else _DUMMY_HASH
     try:
         return bool(_hasher.verify(stored, password[:MAX_PASSWORD_LENGTH]))
@@ -227,6 +228,7 @@ def _verify_password(user: User | None, password: str) -> bool:
 
 
 def _record_failure(username: str) -> None:
+    """Audit a failed login in its own commit, discarding the attempt's changes."""
     db.session.rollback()
     known = find_user(username)
     target = known.username if known is not None else "(unknown account)"

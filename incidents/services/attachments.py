@@ -9,6 +9,7 @@ working copy can be made with metadata removed.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -123,24 +124,28 @@ def open_meta(row: Attachment, *, data_key: bytes) -> AttachmentMeta:
     )
 
 
+class _HashingSink(io.RawIOBase):
+    """Hash plaintext on its way to ``sink``, so the bytes written out are the bytes checked."""
+
+    def __init__(self, sink: BinaryIO) -> None:
+        """Start an empty SHA-256 in front of ``sink``."""
+        self.digest = hashlib.sha256()
+        self._sink = sink
+
+    # Narrower than RawIOBase.write (any buffer): open_stream only ever writes bytes.
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        """Hash ``data`` and write it to the sink."""
+        self.digest.update(data)
+        self._sink.write(data)
+        return len(data)
+
+
 def decrypt_to(
     row: Attachment, *, data_key: bytes, source: BinaryIO, sink: BinaryIO
 ) -> AttachmentMeta:
     """Decrypt an attachment into ``sink`` and verify its SHA-256 against the sealed metadata."""
-    import hashlib
-
     meta = open_meta(row, data_key=data_key)
-
-    class _Hashing(io.RawIOBase):
-        def __init__(self) -> None:
-            self.digest = hashlib.sha256()
-
-        def write(self, data: bytes) -> int:  # type: ignore[override]
-            self.digest.update(data)
-            sink.write(data)
-            return len(data)
-
-    hashing = _Hashing()
+    hashing = _HashingSink(sink)
     key = crypto.attachment_key(data_key, attachment_id=row.id)
     crypto.open_stream(source, key=key, sink=hashing, size=meta.size)  # type: ignore[arg-type]
     if hashing.digest.hexdigest() != meta.sha256:

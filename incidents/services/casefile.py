@@ -84,6 +84,7 @@ class CaseFile:
 
 
 def _report(report_id: uuid.UUID) -> Report:
+    """Load a report row or raise ReportNotFoundError."""
     report = db.session.get(Report, report_id)
     if report is None:
         raise ReportNotFoundError(f"no report {report_id}")
@@ -109,6 +110,7 @@ def envelope_data_key(envelope_id: uuid.UUID, *, private_key: crypto.PrivateKey)
 def _data_key_for(
     envelope_id: uuid.UUID, report_id: uuid.UUID, report_key: bytes, private_key: crypto.PrivateKey
 ) -> bytes | None:
+    """The data key of an envelope: the report's own, or its own wrap (None if absent)."""
     if envelope_id == report_id:
         return report_key
     return envelope_data_key(envelope_id, private_key=private_key)

@@ -146,6 +146,7 @@ def addition_recipients(report: Report, *, keyring: Keyring) -> list[crypto.Publ
 def _next_seq(
     model: type[Addition] | type[Message] | type[Attachment], report_id: uuid.UUID
 ) -> int:
+    """The next sequence number for a new ``model`` row of a report."""
     current = db.session.scalar(select(func.max(model.seq)).where(model.report_id == report_id))
     return int(current or 0) + 1
 

@@ -83,6 +83,7 @@ def end_other_sessions(user: User, *, keep_token: str | None) -> None:
 
 
 def _delete_expired(moment: datetime) -> None:
+    """Delete the sessions that were idle longer than IDLE_TIMEOUT at ``moment``."""
     db.session.execute(
         delete(StaffSession).where(StaffSession.last_seen_at <= moment - IDLE_TIMEOUT)
     )

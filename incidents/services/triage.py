@@ -83,6 +83,7 @@ class ReportPage:
 
 
 def _filtered(query: Select[Any], filters: ReportFilter) -> Select[Any]:
+    """Narrow a report query by each filter that is set."""
     if filters.status:
         query = query.where(Report.status == filters.status)
     if filters.category:

@@ -120,8 +120,11 @@ def role_required(*roles: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Allow only logged-in staff with one of ``roles``: anonymous → login page, others → 403."""
 
     def decorator(view: Callable[P, R]) -> Callable[P, R]:
+        """Guard ``view`` with the login and role check."""
+
         @functools.wraps(view)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            """Run the view for staff with the role; others go to the login page or get a 403."""
             identity = current_identity()
             if identity is None:
                 return login_manager.unauthorized()  # type: ignore[no-any-return]

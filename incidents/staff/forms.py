@@ -38,6 +38,7 @@ class PasswordLength:
 
 
 def _password_length() -> PasswordLength:
+    """A password-length validator for one field."""
     return PasswordLength()
 
 

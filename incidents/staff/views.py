@@ -98,11 +98,13 @@ def _safe_next(target: str | None) -> str | None:
 
 
 def _home() -> str:
+    """The start page for the logged-in user's role, or the login page."""
     identity = current_identity()
     return url_for(HOME_BY_ROLE[identity.role]) if identity else url_for("staff.login")
 
 
 def _keyring() -> Keyring | None:
+    """The organizer keyring, or None while it is unavailable."""
     cache: KeyringCache = current_app.extensions["incidents.keyring"]
     try:
         return cache.get()
@@ -351,6 +353,7 @@ def set_active(user_id: int) -> ResponseReturnValue:
 
 
 def _bool_filter(value: str | None) -> bool | None:
+    """Map a yes/no query value to a boolean filter; anything else means no filter."""
     return {"yes": True, "no": False}.get(value or "")
 
 
@@ -378,6 +381,7 @@ def reports() -> ResponseReturnValue:
 
 
 def _report_or_404(report_id: uuid.UUID) -> Any:
+    """The report a staff page is about, or abort with 404."""
     try:
         return triage.get_report(report_id)
     except ReportNotFoundError:
@@ -421,6 +425,7 @@ def _volunteer_choices(report_id: uuid.UUID) -> list[tuple[int, str]]:
 
 
 def _back_to_report(report_id: uuid.UUID) -> ResponseReturnValue:
+    """Redirect to the staff page of a report."""
     return redirect(url_for("staff.report", report_id=report_id))
 
 
