@@ -342,7 +342,7 @@ def reports_attachment(
     """Save attachment NUMBER of a report: the verified original, and a clean working copy."""
     from incidents.services import casefile
     from incidents.services.attachments import AttachmentError
-    from incidents.workcopy import WorkingCopyError, strip_image
+    from incidents.workcopy import IMAGE_FORMATS, WorkingCopyError, strip_image
 
     parsed_id = _parse_report_id(report_id)
     private_key = read_private_key(key_path)
@@ -352,6 +352,11 @@ def reports_attachment(
         )
     except AttachmentError as exc:
         raise click.ClickException(f"{exc}; nothing was written") from exc
+    if working_copy is not None and meta.type not in IMAGE_FORMATS:
+        raise click.ClickException(
+            f"no working copy can be made of {meta.type} files (see docs/evidence.md); "
+            "nothing was written"
+        )
     write_new_file_bytes(out, data, mode=0o600)
     click.echo(f"Original: {out} ({meta.name}, {meta.type}, {meta.size} bytes)")
     click.echo(f"SHA-256:  {meta.sha256} (matches the hash sealed at intake)")

@@ -19,6 +19,7 @@ import codecs
 import hashlib
 import io
 import os
+import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,9 @@ _HEIC_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b
 _MP4_BRANDS = {b"isom", b"iso2", b"iso4", b"iso5", b"iso6", b"mp41", b"mp42", b"avc1", b"dash"}
 _M4A_BRANDS = {b"M4A ", b"M4B ", b"M4P "}
 _MARKUP_MARKERS = (b"<!doctype", b"<html", b"<script", b"<svg", b"<?xml", b"<body", b"<iframe")
+_TAG_PATTERN = re.compile(
+    rb"<(?:[a-zA-Z][a-zA-Z0-9-]*(?:\s[^<>]{0,2000})?/?|/[a-zA-Z][a-zA-Z0-9-]*\s*|[!?][^<>]{0,2000})>"
+)
 
 
 def sniff_type(head: bytes) -> MediaType | None:
@@ -109,7 +113,10 @@ def _is_plain_text(head: bytes) -> bool:
     if any(ord(ch) < 32 and ch not in "\n\r\t\f" for ch in text):
         return False
     lowered = sample.lower().lstrip()
-    return not any(marker in lowered[:4096] for marker in _MARKUP_MARKERS)
+    if any(marker in lowered[:4096] for marker in _MARKUP_MARKERS):
+        return False
+    # Any tag-like construct (<img ...>, <a href=...>) makes it markup a browser would render.
+    return _TAG_PATTERN.search(sample) is None
 
 
 def image_pixels(head: bytes) -> int | None:

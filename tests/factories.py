@@ -8,7 +8,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyotp
 import pytest
@@ -18,6 +18,9 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from incidents import crypto
+
+if TYPE_CHECKING:
+    from incidents.services.reports import FiledReport
 
 _CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 _RECEIPT = re.compile(r'<p class="receipt-code"[^>]*><code>([0-9A-Z-]+)</code>')
@@ -161,6 +164,17 @@ def make_report(
     ``overrides`` change the draft (``category``, ``occurred_on``, ``date_precision``,
     ``country``, ``city``, sealed texts, consents); ``status`` is written straight to the row.
     """
+    return make_filed_report(app, received_on=received_on, status=status, **overrides).report_id
+
+
+def make_filed_report(
+    app: Flask,
+    *,
+    received_on: date | None = None,
+    status: str = "new",
+    **overrides: Any,
+) -> FiledReport:
+    """Like ``make_report``, but return the id and the receipt the witness was shown."""
     from incidents.db import db
     from incidents.models import Report
     from incidents.services import reports
@@ -194,7 +208,7 @@ def make_report(
             assert row is not None
             row.status = status
             db.session.commit()
-        return filed.report_id
+        return filed
 
 
 def grant_for(
@@ -234,3 +248,103 @@ def make_volunteer_key(
             assert organizer is not None
             recipients.approve_key(row.key_id, organizer=organizer)
     return private_key
+
+
+# --------------------------------------------------------------------------- witness follow-up
+
+
+def seal_reply(
+    body: str,
+    *,
+    receipt: str | None,
+    organizer_key: crypto.PublicKey,
+    message_id: uuid.UUID | None = None,
+) -> tuple[uuid.UUID, bytes, dict[str, bytes]]:
+    """What a desk makes for a reply: (message id, sealed body, wraps by key id hex).
+
+    The reply is wrapped to the organizer key and, unless ``receipt`` is None, to the witness
+    key derived from the receipt.
+    """
+    from incidents.services.followup import REPLY_FIELD
+
+    envelope_id = message_id or uuid.uuid4()
+    recipients = [organizer_key]
+    if receipt is not None:
+        recipients.append(crypto.derive_witness_secrets(receipt).witness_key.public_key())
+    sealed = crypto.seal_report({REPLY_FIELD: body}, report_id=envelope_id, recipients=recipients)
+    wraps = {key_id.hex(): blob for key_id, blob in sealed.wraps.items()}
+    return envelope_id, sealed.fields[REPLY_FIELD], wraps
+
+
+def make_reply(
+    app: Flask,
+    report_id: uuid.UUID,
+    *,
+    receipt: str,
+    body: str,
+    organizer_key: crypto.PublicKey,
+    written_on: date | None = None,
+) -> uuid.UUID:
+    """Store a reply sealed to the witness and organizer keys, as a desk uploads it."""
+    from incidents.services import followup
+
+    message_id, body_sealed, wraps = seal_reply(body, receipt=receipt, organizer_key=organizer_key)
+    with app.app_context():
+        followup.store_reply(
+            report_id,
+            message_id=message_id,
+            body_sealed=body_sealed,
+            wraps=wraps,
+            author_id=None,
+            created_on=written_on or datetime.now(UTC).date(),
+        )
+    return message_id
+
+
+# --------------------------------------------------------------------------- evidence files
+
+GPS_IFD = 0x8825  # 34853, GPSInfo
+GPS_POSITION = {1: "N", 2: (44.0, 48.0, 57.0), 3: "E", 4: (20.0, 27.0, 44.0)}
+
+
+def jpeg_with_gps(
+    *, size: tuple[int, int] = (64, 48), comment: str = "", serial: str = "SN-TEST-0001"
+) -> bytes:
+    """A real JPEG whose EXIF holds a GPS position, a camera make and serial, and a comment."""
+    import io
+
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x010F] = "ExampleCam"  # Make
+    exif[0xA431] = serial  # BodySerialNumber
+    exif[GPS_IFD] = GPS_POSITION
+    if comment:
+        exif[0x010E] = comment  # ImageDescription
+    out = io.BytesIO()
+    Image.new("RGB", size, (200, 30, 30)).save(out, format="JPEG", exif=exif, quality=80)
+    return out.getvalue()
+
+
+def minimal_pdf(text: str = "evidence") -> bytes:
+    """A small valid one-page PDF whose page shows ``text`` (ASCII)."""
+    stream = f"BT /F1 12 Tf 20 100 Td ({text}) Tj ET".encode("ascii")
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length " + str(len(stream)).encode() + b" >>\nstream\n" + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n".encode() + body + b"\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{offset:010d} 00000 n \n".encode() for offset in offsets)
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\n".encode()
+    out += f"startxref\n{xref}\n%%EOF\n".encode()
+    return bytes(out)

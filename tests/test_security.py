@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 from incidents.keyring import KeyringCache
 from incidents.services.errors import KeyUnavailableError
+from incidents.uploads import sniff_type
 from tests.conftest import KeyFiles
 from tests.factories import report_form_data
 
@@ -81,3 +83,20 @@ def test_withdrawing_contact_consent_erases_the_sealed_contact(
         opened = casefile.open_case(filed.report_id, private_key=organizer.private_key)
     assert opened.sealed["contact"] == ""
     assert opened.sealed["narrative"] == "Two men followed me from the rally."
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"<img src=x onerror=alert(1)>", b"note\n<b>bold</b>", b"x </p> y", b"<!-- hidden -->"],
+)
+def test_markup_is_never_accepted_as_plain_text(content: bytes) -> None:
+    assert sniff_type(content) is None
+
+
+@pytest.mark.parametrize(
+    "content", [b"hello <3 and a < b", b"mail me <me@example.org> or <https://example.org>"]
+)
+def test_angle_brackets_in_ordinary_text_are_fine(content: bytes) -> None:
+    kind = sniff_type(content)
+    assert kind is not None
+    assert kind.code == "text"
