@@ -128,6 +128,10 @@ def _register_template_globals(app: Flask, settings: Settings) -> None:
 def _check_organizer_key(app: Flask) -> None:
     """Log at startup whether the witness form can accept reports (never stops the app)."""
     cache: KeyringCache = app.extensions["incidents.keyring"]
+    settings: Settings = app.extensions["incidents.settings"]
+    if settings.is_demo_key and not settings.organizer_public_key_path.exists():
+        app.logger.info("no demo key yet: 'flask --app app demo prepare' (make run) creates one")
+        return
     try:
         keyring = cache.get()
     except KeyUnavailableError as exc:
