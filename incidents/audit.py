@@ -13,7 +13,6 @@ action it describes are committed (or rolled back) together.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,10 +20,10 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
+from incidents.chain import GENESIS_HASH, canonical_time, link_hash
 from incidents.db import db
 from incidents.models import AuditEvent
 
-GENESIS_HASH = "0" * 64
 CHAIN_LABEL = "incidents/v1/audit"
 
 DetailValue = str | int | bool | None
@@ -41,19 +40,9 @@ def event_hash(
     details: str,
 ) -> str:
     """Hash of one event, chained to ``prev_hash`` (hex SHA-256)."""
-    body = json.dumps(
-        [CHAIN_LABEL, prev_hash, seq, _timestamp(at), actor, action, target, details],
-        ensure_ascii=False,
-        separators=(",", ":"),
+    return link_hash(
+        CHAIN_LABEL, prev_hash, seq, canonical_time(at), actor, action, target, details
     )
-    return hashlib.sha256(body.encode("utf-8")).hexdigest()
-
-
-def _timestamp(at: datetime) -> str:
-    """Canonical UTC text of an event time, to the second (databases differ below that)."""
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def record(
