@@ -35,6 +35,7 @@ R = TypeVar("R")
 keys_cli = AppGroup("keys", help="Create, inspect, back up and restore recipient keys.")
 reports_cli = AppGroup("reports", help="List and open stored reports (organizer tools).")
 users_cli = AppGroup("users", help="Create the first organizer account.")
+export_cli = AppGroup("export", help="Anonymized exports (charged to the privacy budget).")
 audit_cli = AppGroup("audit", help="Check the tamper-evident audit log.")
 demo_cli = AppGroup("demo", help="Prepare a local demonstration installation.")
 
@@ -46,6 +47,7 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(demo_cli)
     app.cli.add_command(users_cli)
     app.cli.add_command(audit_cli)
+    app.cli.add_command(export_cli)
 
 
 def clear_errors(command: Callable[P, R]) -> Callable[P, R]:
@@ -421,6 +423,83 @@ def audit_verify() -> None:
         f"({report.checked} events before it are intact)",
         err=True,
     )
+    raise SystemExit(1)
+
+
+# --------------------------------------------------------------------------- exports
+
+
+@export_cli.command("counts")
+@click.option("--from", "first", required=True, help="First quarter, e.g. 2025Q1.")
+@click.option("--to", "last", required=True, help="Last quarter (must be closed), e.g. 2025Q4.")
+@click.option(
+    "--by",
+    "by",
+    type=click.Choice(["country"]),
+    default=None,
+    help="Also break the counts down by country (fixed public list plus 'other').",
+)
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True)
+@click.option("--epsilon", default=None, help="Privacy cost of this export (default: settings).")
+@click.option("--actor", default="cli", show_default=True, help="Who runs it, for the ledger.")
+@clear_errors
+def export_counts(
+    first: str, last: str, by: str | None, out: Path, epsilon: str | None, actor: str
+) -> None:
+    """P1: differentially private counts per quarter and category group (OpenDP)."""
+    from datetime import UTC, datetime
+    from decimal import Decimal, InvalidOperation
+
+    from incidents.services import exports
+
+    settings = _settings()
+    try:
+        cost = Decimal(epsilon or settings.export_epsilon)
+        cap = Decimal(settings.export_yearly_cap)
+    except InvalidOperation as exc:
+        raise click.ClickException(
+            "ε and the yearly cap are decimal numbers, e.g. 1 or 0.5"
+        ) from exc
+    with click.progressbar(length=0, label="Counting consenting reports", file=sys.stderr) as bar:
+        result = exports.export_counts(
+            first=first,
+            last=last,
+            by_country=by == "country",
+            actor=actor,
+            destination=out,
+            epsilon=cost,
+            yearly_cap=cap,
+            contributions=settings.export_contributions,
+            today=datetime.now(UTC).date(),
+            progress=bar.update,
+        )
+    click.echo(f"Export {result.export_id}: {result.archive}")
+    click.echo(f"SHA-256 of the package: {result.sha256}")
+    click.echo(
+        f"ε = {result.counts.epsilon} charged to the ledger; each count is within "
+        f"±{result.counts.error_95:.1f} of the truth 95 times out of 100."
+    )
+
+
+@export_cli.command("ledger")
+@clear_errors
+def export_ledger() -> None:
+    """Show the privacy budget spent this year and check the ledger's hash chain."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from incidents.exports import ledger
+
+    settings = _settings()
+    year = datetime.now(UTC).year
+    spent = ledger.spent_in(year)
+    cap = Decimal(settings.export_yearly_cap)
+    click.echo(f"{year}: ε spent {spent} of {cap} (left {max(Decimal(0), cap - spent)})")
+    report = ledger.verify()
+    if report.is_intact:
+        click.echo(f"Ledger chain intact: {report.checked} entries; head {report.head_hash}")
+        return
+    click.echo(f"Ledger chain BROKEN at entry {report.broken_seq}", err=True)
     raise SystemExit(1)
 
 

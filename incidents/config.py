@@ -59,6 +59,9 @@ class Settings:
     quick_exit_url: str = "https://www.wikipedia.org/"
     log_level: str = "INFO"
     ratelimit_storage_uri: str = "memory://"
+    export_epsilon: str = "1"
+    export_yearly_cap: str = "4"
+    export_contributions: int = 3
     ratelimit_enabled: bool = True
 
     @property
@@ -110,6 +113,9 @@ class Settings:
             quick_exit_url=env_vars.get("INCIDENTS_QUICK_EXIT_URL", cls.quick_exit_url),
             log_level=env_vars.get("INCIDENTS_LOG_LEVEL", "INFO"),
             ratelimit_storage_uri=env_vars.get("INCIDENTS_RATELIMIT_STORAGE_URI", "memory://"),
+            export_epsilon=env_vars.get("INCIDENTS_EXPORT_EPSILON", cls.export_epsilon),
+            export_yearly_cap=env_vars.get("INCIDENTS_EXPORT_YEARLY_CAP", cls.export_yearly_cap),
+            export_contributions=_int(env_vars, "INCIDENTS_EXPORT_CONTRIBUTIONS", 3),
             secret_key=secret_values["secret_key"],
             csrf_secret=secret_values["csrf_secret"],
             receipt_secret=secret_values["receipt_secret"],

@@ -302,3 +302,27 @@ class Attachment(Base):
     seq: Mapped[int] = mapped_column(Integer)
     padded_size: Mapped[int] = mapped_column(Integer)
     meta_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class LedgerEntry(Base):
+    """One link of the hash-chained privacy budget ledger of exports.
+
+    ``kind`` is "charge" (ε spent, written and committed *before* anything is computed) or
+    "complete" (the export's files exist; ε 0, with the SHA-256 of the package). A charge
+    without a completion is an export that failed after the budget was spent: it still counts.
+    """
+
+    __tablename__ = "export_ledger"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    year: Mapped[int] = mapped_column(Integer, index=True)
+    kind: Mapped[str] = mapped_column(String(10))
+    export_id: Mapped[str] = mapped_column(String(36), index=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    product: Mapped[str] = mapped_column(String(10))
+    scope: Mapped[str] = mapped_column(String(200))
+    epsilon: Mapped[str] = mapped_column(String(20))
+    output_sha256: Mapped[str] = mapped_column(String(64), default="")
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))

@@ -164,6 +164,10 @@ OTHER_CITY = Term(OTHER, N_("Another place or I prefer not to say"))
 OTHER_CITY_SHORT = Term(OTHER, N_("other or not given"))
 """The "other" city as staff read it."""
 
+EXPORT_COUNTRIES = ("RS", "ME", "GE", "AM", "KZ", "TR", "DE", "RU")
+"""Countries that exports may break out on their own (a public, fixed choice: where the diaspora
+is large enough); every other country is counted under ``OTHER``."""
+
 CATEGORY_BY_CODE = {category.code: category for category in CATEGORIES}
 COUNTRY_BY_CODE = {country.code: country for country in COUNTRIES}
 DATE_PRECISION_CODES = frozenset(term.code for term in DATE_PRECISIONS)
