@@ -326,3 +326,26 @@ class LedgerEntry(Base):
     output_sha256: Mapped[str] = mapped_column(String(64), default="")
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class ExportRequest(Base):
+    """An NGO's request for an export, decided by an organizer; the package is kept 14 days."""
+
+    __tablename__ = "export_requests"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    requester_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    product: Mapped[str] = mapped_column(String(10))
+    first_quarter: Mapped[str] = mapped_column(String(6))
+    last_quarter: Mapped[str] = mapped_column(String(6))
+    by_country: Mapped[bool] = mapped_column(Boolean, default=False)
+    language: Mapped[str] = mapped_column(String(10), default="en")
+    status: Mapped[str] = mapped_column(String(12), default="pending", index=True)
+    reason: Mapped[str] = mapped_column(String(500), default="")
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    export_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    archive_name: Mapped[str | None] = mapped_column(String(200), default=None)
+    archive_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)

@@ -7,6 +7,7 @@ that decides which year an ISO week belongs to).
 
 from __future__ import annotations
 
+import calendar
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -35,8 +36,8 @@ class Quarter:
     def last_day(self) -> date:
         """The quarter's last day."""
         month = self.number * 3
-        next_first = date(self.year + (month == 12), month % 12 + 1, 1)
-        return date.fromordinal(next_first.toordinal() - 1)
+        # Not "the day before the next quarter starts": that overflows after 9999Q4.
+        return date(self.year, month, calendar.monthrange(self.year, month)[1])
 
     def next(self) -> Quarter:
         """The following quarter."""
@@ -46,7 +47,7 @@ class Quarter:
 def parse_quarter(text: str) -> Quarter:
     """Parse "2025Q1" (case-insensitive); raise PeriodError otherwise."""
     match = QUARTER_PATTERN.match(text.strip().upper())
-    if match is None:
+    if match is None or int(match.group(1)) < 1:  # year 0 has no dates
         raise PeriodError(f"{text!r} is not a quarter; write it like 2025Q1")
     return Quarter(int(match.group(1)), int(match.group(2)))
 

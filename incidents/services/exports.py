@@ -77,7 +77,7 @@ def consenting_records(
         select(Report.occurred_period, Report.category, Report.country).where(
             Report.consent_statistics.is_(True), Report.status.in_(COUNTED_STATUSES)
         )
-    ).tuples()
+    )
     records = []
     for index, (period, category, country) in enumerate(rows, start=1):
         quarter = quarter_of_period(period)

@@ -5,7 +5,14 @@ from __future__ import annotations
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
-from wtforms import HiddenField, PasswordField, SelectField, StringField, TextAreaField
+from wtforms import (
+    BooleanField,
+    HiddenField,
+    PasswordField,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.fields.choices import SelectChoice  # type: ignore[attr-defined]  # stubs lag 3.3
 from wtforms.validators import DataRequired, EqualTo, Length, ValidationError
 
@@ -151,3 +158,25 @@ class GrantForm(FlaskForm):
     """The organizer's desk output: a key grant (wrap) file for this report."""
 
     grant_file = FileField(_l("Key grant file"), validators=[FileRequired()])
+
+
+class ExportRequestForm(FlaskForm):
+    """An NGO asks for an export of closed quarters."""
+
+    product = SelectField(
+        _l("Product"),
+        choices=[SelectChoice("P1", vocabulary.N_("Counts with differential privacy (P1)"))],
+    )
+    first_quarter = StringField(
+        _l("From quarter"), validators=[DataRequired(), Length(max=6)], default="2025Q1"
+    )
+    last_quarter = StringField(
+        _l("To quarter"), validators=[DataRequired(), Length(max=6)], default="2025Q4"
+    )
+    by_country = BooleanField(_l("Also by country (larger countries only)"))
+
+
+class RefuseExportForm(FlaskForm):
+    """An organizer refuses a request, with a reason the NGO will read."""
+
+    reason = TextAreaField(_l("Reason"), validators=[DataRequired(), Length(max=500)])

@@ -12,24 +12,36 @@ import hashlib
 import io
 import json
 import uuid
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
 import segno
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
+from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_wtf import FlaskForm
 from markupsafe import Markup
 from sqlalchemy import select
 
-from incidents import audit, vocabulary
+from incidents import audit, clock, vocabulary
 from incidents.db import db
 from incidents.extensions import limiter
 from incidents.i18n import translated
 from incidents.keyring import Keyring, KeyringCache
 from incidents.models import AuditEvent, User
-from incidents.services import accounts, cases, recipients, sessions, triage
+from incidents.services import accounts, cases, export_requests, recipients, sessions, triage
 from incidents.services.errors import DomainError, KeyUnavailableError, ReportNotFoundError
 from incidents.services.reports import shell_of
 from incidents.staff import forms
@@ -674,8 +686,105 @@ def audit_log() -> ResponseReturnValue:
 # --------------------------------------------------------------------------- exports
 
 
+def _export_budget() -> tuple[Decimal, Decimal]:
+    """The ε of one export and the yearly cap, from the settings."""
+    settings = current_app.extensions["incidents.settings"]
+    return Decimal(settings.export_epsilon), Decimal(settings.export_yearly_cap)
+
+
 @exports_bp.get("/exports")
 @role_required("organizer", "ngo")
 def index() -> ResponseReturnValue:
-    """Anonymized exports (requests and downloads arrive with the exports feature)."""
-    return render_template("exports/index.html")
+    """NGOs request and download exports; organizers see the budget and decide."""
+    user = current_staff()
+    cost, cap = _export_budget()
+    if user.role == "ngo":
+        return render_template(
+            "exports/index.html",
+            request_form=forms.ExportRequestForm(),
+            requests=export_requests.requests_of(user),
+            now=clock.now(),
+        )
+    return render_template(
+        "exports/index.html",
+        pending=export_requests.pending_requests(),
+        budget=export_requests.budget_view(cost=cost, cap=cap),
+        confirm_form=forms.ConfirmForm(),
+        refuse_form=forms.RefuseExportForm(),
+        requesters={row.id: row.username for row in db.session.scalars(select(User)).all()},
+    )
+
+
+@exports_bp.post("/exports/request")
+@role_required("ngo")
+def request_export() -> ResponseReturnValue:
+    """An NGO asks for an export; an organizer decides."""
+    form = forms.ExportRequestForm()
+    if form.validate_on_submit():
+        language = str(get_locale() or "en")
+        _run(
+            lambda: export_requests.request_export(
+                current_staff(),
+                product=form.product.data or "",
+                first=form.first_quarter.data or "",
+                last=form.last_quarter.data or "",
+                by_country=bool(form.by_country.data),
+                language=language,
+                today=clock.now().date(),
+            )
+        )
+    else:
+        _flash_form_errors(form)
+    return redirect(url_for("exports.index"))
+
+
+@exports_bp.post("/exports/<uuid:request_id>/approve")
+@role_required("organizer")
+def approve_export(request_id: uuid.UUID) -> ResponseReturnValue:
+    """Run an approved export (the ledger is charged first)."""
+    if forms.ConfirmForm().validate_on_submit():
+        settings = current_app.extensions["incidents.settings"]
+        cost, cap = _export_budget()
+        _run(
+            lambda: export_requests.approve(
+                request_id,
+                organizer=current_staff(),
+                instance_path=settings.instance_path,
+                epsilon=cost,
+                yearly_cap=cap,
+                contributions=settings.export_contributions,
+                today=clock.now().date(),
+            )
+        )
+    return redirect(url_for("exports.index"))
+
+
+@exports_bp.post("/exports/<uuid:request_id>/refuse")
+@role_required("organizer")
+def refuse_export(request_id: uuid.UUID) -> ResponseReturnValue:
+    """Refuse a request with a reason."""
+    form = forms.RefuseExportForm()
+    if form.validate_on_submit():
+        _run(
+            lambda: export_requests.refuse(
+                request_id, organizer=current_staff(), reason=form.reason.data or ""
+            )
+        )
+    else:
+        _flash_form_errors(form)
+    return redirect(url_for("exports.index"))
+
+
+@exports_bp.get("/exports/<uuid:request_id>/download")
+@role_required("ngo")
+def download_export(request_id: uuid.UUID) -> ResponseReturnValue:
+    """The requesting NGO downloads its approved package (for 14 days)."""
+    settings = current_app.extensions["incidents.settings"]
+    try:
+        path = export_requests.download_path(
+            request_id, user=current_staff(), instance_path=settings.instance_path
+        )
+    except export_requests.ExportWorkflowError as exc:
+        flash(translated(exc), "error")
+        return redirect(url_for("exports.index"))
+    return send_file(path, mimetype="application/zip", as_attachment=True, download_name=path.name)

@@ -35,7 +35,7 @@ from werkzeug.test import TestResponse
 from incidents import crypto
 from incidents.db import Base, db
 from incidents.models import StaffSession, User
-from incidents.services import accounts, cases, recipients
+from incidents.services import accounts, cases, export_requests, recipients
 from tests.conftest import KeyFiles
 from tests.factories import (
     StaffAccount,
@@ -50,6 +50,7 @@ from tests.factories import (
 PUBLIC = "public"
 ORGANIZER = frozenset({"organizer"})
 VOLUNTEER = frozenset({"volunteer"})
+NGO = frozenset({"ngo"})
 ALL_STAFF = frozenset({"organizer", "volunteer", "ngo"})
 
 EXPECTED: dict[str, frozenset[str] | str] = {
@@ -84,6 +85,10 @@ EXPECTED: dict[str, frozenset[str] | str] = {
     "staff.cases": VOLUNTEER,
     # Exports: organizers and NGOs.
     "exports.index": frozenset({"organizer", "ngo"}),
+    "exports.request_export": NGO,
+    "exports.download_export": NGO,
+    "exports.approve_export": ORGANIZER,
+    "exports.refuse_export": ORGANIZER,
 }
 """Who may use each endpoint: ``PUBLIC`` or the set of staff roles allowed."""
 
@@ -125,6 +130,7 @@ class World:
     pending_key_id: str
     grant: bytes
     invitation_token: str
+    export_request_id: uuid.UUID
     never_shown_when_refused: list[str] = field(default_factory=list)
 
     def url_values(self) -> dict[str, object]:
@@ -134,6 +140,7 @@ class World:
             "key_id": self.pending_key_id,
             "user_id": self.target.id,
             "token": self.invitation_token,
+            "request_id": self.export_request_id,
         }
 
 
@@ -163,6 +170,18 @@ def build_world(app: Flask, organizer_keys: KeyFiles) -> World:
         cases.assign_report(report_id, volunteer_id=volunteer.id, organizer=organizer)
         invitation = accounts.create_invitation(role="ngo", organizer=organizer)
         db.session.commit()
+        ngo = db.session.get(User, staff["ngo"].id)
+        assert ngo is not None
+        export_request = export_requests.request_export(
+            ngo,
+            product="P1",
+            first="2024Q1",
+            last="2024Q4",
+            by_country=False,
+            language="en",
+            today=date(2026, 1, 1),
+        )
+        export_request_id = export_request.id
     grant = grant_for(app, report_id, organizer_key=organizer_keys.private_key, recipient=approved)
     return World(
         accounts=staff,
@@ -173,6 +192,7 @@ def build_world(app: Flask, organizer_keys: KeyFiles) -> World:
         pending_key_id=pending.key_id_hex,
         grant=grant,
         invitation_token=invitation.token,
+        export_request_id=export_request_id,
         never_shown_when_refused=[
             str(report_id),
             str(original_id),
@@ -207,6 +227,12 @@ def form_data(world: World, endpoint: str, requester: str) -> dict[str, Any]:
         "staff.assign": {"volunteer_id": str(world.spare_volunteer.id)},
         "staff.unassign": {"volunteer_id": str(world.accounts["volunteer"].id)},
         "staff.record_grant": {"grant_file": (io.BytesIO(world.grant), "grant.bin")},
+        "exports.request_export": {
+            "product": "P1",
+            "first_quarter": "2024Q1",
+            "last_quarter": "2024Q2",
+        },
+        "exports.refuse_export": {"reason": "matrix"},
         "staff.upload_key": {
             "key_file": (
                 io.BytesIO(crypto.PrivateKey.generate().public_key().to_armor().encode()),
