@@ -534,6 +534,37 @@ def demo_prepare() -> None:
     _announce_demo_key(demo, public_key, passphrase)
 
 
+@demo_cli.command("seed")
+@click.option(
+    "--reports", "count", type=click.IntRange(1, 1_000_000), default=400, show_default=True
+)
+@click.option("--months", type=click.IntRange(1, 120), default=24, show_default=True)
+@click.option("--seed", "seed", type=int, default=None, help="Repeatable data for benchmarks.")
+@clear_errors
+def demo_seed(count: int, months: int, seed: int | None) -> None:
+    """Fill the database with synthetic reports, sealed to the configured organizer key."""
+    from datetime import UTC, datetime
+
+    from incidents.keyring import KeyringCache
+    from incidents.services import demo
+
+    settings = _settings()
+    if settings.is_production:
+        raise click.ClickException("synthetic reports are never added to a production database")
+    cache: KeyringCache = current_app.extensions["incidents.keyring"]
+    with click.progressbar(length=count, label="Sealing synthetic reports", file=sys.stderr) as bar:
+        stored = demo.seed_reports(
+            count,
+            keyring=cache.get(),
+            receipt_secret=settings.receipt_key,
+            today=datetime.now(UTC).date(),
+            months=months,
+            seed=seed,
+            progress=bar.update,
+        )
+    click.echo(f"{stored} synthetic reports stored (their receipts were not kept).")
+
+
 def _announce_demo_key(demo: Path, public_key: crypto.PublicKey, passphrase: str) -> None:
     """Print the demo key's file, passphrase and key id once, in a banner."""
     lines: list[Any] = [

@@ -78,7 +78,7 @@ def charge(*, actor: str, product: str, scope: str, epsilon: Decimal, yearly_cap
 
     Raises BudgetExceededError, with nothing charged, if the year's total would pass the cap.
     """
-    if epsilon <= 0:
+    if epsilon.is_nan() or epsilon <= 0:  # NaN cannot even be compared
         raise BudgetExceededError(N_("ε must be positive."))
     year = now().year
     already = spent_in(year)
