@@ -481,6 +481,35 @@ def export_counts(
     )
 
 
+@export_cli.command("suppressed")
+@click.option("--from", "first", required=True, help="First quarter, e.g. 2025Q1.")
+@click.option("--to", "last", required=True, help="Last quarter (must be closed), e.g. 2025Q4.")
+@click.option("--by", "by", type=click.Choice(["country"]), default=None)
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True)
+@click.option("--actor", default="cli", show_default=True, help="Who runs it, for the ledger.")
+@clear_errors
+def export_suppressed(first: str, last: str, by: str | None, out: Path, actor: str) -> None:
+    """P3: exact counts with cells 1-9 hidden and secondary suppression (vetted partners)."""
+    from datetime import UTC, datetime
+
+    from incidents.services import exports
+
+    result = exports.export_suppressed(
+        first=first,
+        last=last,
+        by_country=by == "country",
+        actor=actor,
+        destination=out,
+        today=datetime.now(UTC).date(),
+    )
+    click.echo(f"Export {result.export_id}: {result.archive}")
+    click.echo(f"SHA-256 of the package: {result.sha256}")
+    click.echo(
+        f"{result.table.primary} entries hidden as 1-9, {result.table.secondary} more so that no "
+        "hidden entry follows from a total. For vetted partners only."
+    )
+
+
 @export_cli.command("ledger")
 @clear_errors
 def export_ledger() -> None:

@@ -78,11 +78,13 @@ def charge(*, actor: str, product: str, scope: str, epsilon: Decimal, yearly_cap
 
     Raises BudgetExceededError, with nothing charged, if the year's total would pass the cap.
     """
-    if epsilon.is_nan() or epsilon <= 0:  # NaN cannot even be compared
+    # NaN cannot even be compared. Products without differential privacy (P2, P3) are recorded
+    # with ε 0: they spend nothing of the cap, but every release is on the chain.
+    if epsilon.is_nan() or epsilon < 0 or (epsilon == 0 and product == "P1"):
         raise BudgetExceededError(N_("ε must be positive."))
     year = now().year
     already = spent_in(year)
-    if already + epsilon > yearly_cap:
+    if epsilon > 0 and already + epsilon > yearly_cap:
         raise BudgetExceededError(
             N_(
                 "This export needs ε = %(asked)s but only %(left)s of this year's %(cap)s is "

@@ -310,6 +310,15 @@ def accept_invitation(
 # --------------------------------------------------------------------------- disabling
 
 
+def set_vetted(user: User, *, vetted: bool, organizer: User) -> None:
+    """Mark an NGO as a vetted partner (exact, suppressed counts) or take that back."""
+    if user.role != "ngo":
+        raise AccountError(N_("Only NGO accounts can be vetted partners."))
+    user.is_vetted_partner = vetted
+    action = "account.vetted" if vetted else "account.unvetted"
+    audit.record(actor=organizer.username, action=action, target=user.username)
+
+
 def set_active(user: User, *, active: bool, organizer: User) -> None:
     """Disable or re-enable an account; disabling ends its sessions at once."""
     if user.id == organizer.id and not active:

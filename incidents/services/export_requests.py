@@ -28,8 +28,17 @@ from incidents.services.errors import DomainError
 from incidents.vocabulary import N_
 
 DOWNLOAD_LIFETIME = timedelta(days=14)
-PRODUCTS = ("P1",)
-"""Products that can be requested now (P2 and P3 for vetted partners come later)."""
+OPEN_PRODUCTS = ("P1",)
+"""Products every NGO may request."""
+VETTED_PRODUCTS = ("P1", "P3")
+"""Products of vetted partners (P2 comes later)."""
+
+
+def products_for(user: User) -> tuple[str, ...]:
+    """The products this NGO may request."""
+    return VETTED_PRODUCTS if user.is_vetted_partner else OPEN_PRODUCTS
+
+
 EXPORT_DIRECTORY = "exports"
 
 
@@ -43,7 +52,7 @@ def request_export(
     """Record an NGO's request (committed) after checking product and closed quarters."""
     if ngo.role != "ngo":
         raise ExportWorkflowError(N_("Only NGO accounts request exports."))
-    if product not in PRODUCTS:
+    if product not in products_for(ngo):
         raise ExportWorkflowError(N_("This product is not available to your organization."))
     try:
         quarter_range(parse_quarter(first), parse_quarter(last), today=today)
@@ -131,29 +140,54 @@ def approve(
     """Run the export (charging the ledger first) and make it downloadable for 14 days."""
     row = _pending(request_id)
     destination = instance_path / EXPORT_DIRECTORY / row.id.hex
-    result = exports.export_counts(
-        first=row.first_quarter,
-        last=row.last_quarter,
-        by_country=row.by_country,
-        actor=organizer.username,
-        destination=destination,
-        epsilon=epsilon,
-        yearly_cap=yearly_cap,
-        contributions=contributions,
-        today=today,
-    )
+    requester = db.session.get(User, row.requester_id)
+    if requester is None or row.product not in products_for(requester):
+        raise ExportWorkflowError(N_("This product is not available to your organization."))
+    if row.product == "P3":
+        suppressed = exports.export_suppressed(
+            first=row.first_quarter,
+            last=row.last_quarter,
+            by_country=row.by_country,
+            actor=organizer.username,
+            destination=destination,
+            today=today,
+        )
+        export_id, archive, digest, spent = (
+            suppressed.export_id,
+            suppressed.archive,
+            suppressed.sha256,
+            Decimal(0),
+        )
+    else:
+        counted = exports.export_counts(
+            first=row.first_quarter,
+            last=row.last_quarter,
+            by_country=row.by_country,
+            actor=organizer.username,
+            destination=destination,
+            epsilon=epsilon,
+            yearly_cap=yearly_cap,
+            contributions=contributions,
+            today=today,
+        )
+        export_id, archive, digest, spent = (
+            counted.export_id,
+            counted.archive,
+            counted.sha256,
+            epsilon,
+        )
     row.status = "approved"
     row.decided_by_id = organizer.id
     row.decided_at = now()
-    row.export_id = result.export_id
-    row.archive_name = result.archive.name
-    row.archive_sha256 = result.sha256
+    row.export_id = export_id
+    row.archive_name = archive.name
+    row.archive_sha256 = digest
     row.expires_at = row.decided_at + DOWNLOAD_LIFETIME
     audit.record(
         actor=organizer.username,
         action="export.approve",
         target=str(row.id),
-        details={"export_id": result.export_id, "epsilon": str(epsilon)},
+        details={"export_id": export_id, "product": row.product, "epsilon": str(spent)},
     )
     db.session.commit()
     return row

@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from incidents import vocabulary
 from incidents.db import db
-from incidents.exports import dp, formats, ledger
+from incidents.exports import dp, formats, ledger, suppression
 from incidents.exports.periods import (
     PeriodError,
     Quarter,
@@ -197,3 +197,100 @@ def p1_meta(
             error=error,
         ),
     }
+
+
+P3_EXPLANATION = (
+    "These are exact counts of incidents reported to the register, by quarter and type of "
+    "incident{by_country}, with totals. Only reports whose witnesses agreed to be counted are "
+    "included. Any number from 1 to 9 is hidden, because small numbers can point at the people "
+    "involved, and further numbers are hidden where a total would otherwise reveal a hidden one. "
+    "Hidden numbers are empty in the table (suppressed = true). This table is for vetted "
+    "partners only: do not publish it."
+)
+
+
+@dataclass(frozen=True)
+class SuppressedResult:
+    """A finished P3 export."""
+
+    export_id: str
+    archive: Path
+    sha256: str
+    table: suppression.SuppressedTable
+
+
+def export_suppressed(
+    *, first: str, last: str, by_country: bool, actor: str, destination: Path, today: date
+) -> SuppressedResult:
+    """Produce a P3 package (exact counts, suppressed); recorded on the ledger with ε 0."""
+    quarters = _quarters(first, last, today=today)
+    grid = dp.build_grid(quarters, by_country=by_country)
+    scope = f"{quarters[0]}-{quarters[-1]}" + (" by country" if by_country else "")
+    export_id = ledger.charge(
+        actor=actor, product="P3", scope=scope, epsilon=Decimal(0), yearly_cap=Decimal(0)
+    )
+    tally: dict[str, int] = {}
+    for key in consenting_records(quarters, by_country=by_country):
+        tally[key] = tally.get(key, 0) + 1
+    row_keys = [str(quarter) for quarter in quarters]
+    column_keys = list(dict.fromkeys(_column_key(cell) for cell in grid))
+    counts = {(cell.quarter, _column_key(cell)): tally.get(cell.key, 0) for cell in grid}
+    table = suppression.suppress(row_keys, column_keys, counts)
+    archive, digest = formats.write_package(
+        destination,
+        name=f"incidents-p3-{quarters[0]}-{quarters[-1]}-{export_id[:8]}",
+        columns=p3_columns(by_country=by_country),
+        rows=p3_rows(table, by_country=by_country),
+        meta={
+            "product": "P3",
+            "method": "exact counts; primary suppression of 1-9, secondary suppression on margins",
+            "suppressed_primary": table.primary,
+            "suppressed_secondary": table.secondary,
+            "periods": [str(quarter) for quarter in quarters],
+            "included": "reports with consent to statistics; duplicates and rejected excluded",
+            "audience": "vetted partners only; not for publication",
+            "generated_on": today.isoformat(),
+            "software": SOFTWARE_VERSION,
+            "explanation": P3_EXPLANATION.format(by_country=" and country" if by_country else ""),
+        },
+        title="Reported incidents of transnational repression: suppressed exact counts",
+    )
+    ledger.complete(export_id, actor=actor, output_sha256=digest)
+    return SuppressedResult(export_id, archive, digest, table)
+
+
+def _column_key(cell: dp.Cell) -> str:
+    """A P3 column: the category group, or group and country."""
+    return cell.group if cell.country is None else f"{cell.group}|{cell.country}"
+
+
+def p3_rows(table: suppression.SuppressedTable, *, by_country: bool) -> list[dict[str, object]]:
+    """The table as rows in grid order, totals last; hidden counts empty."""
+    rows: list[dict[str, object]] = []
+    for period in [*table.rows, suppression.TOTAL]:
+        for column in [*table.columns, suppression.TOTAL]:
+            value = table.values[(period, column)]
+            group, _, country = column.partition("|")
+            rows.append(
+                {
+                    "period": period,
+                    "category_group": group,
+                    **({"country": country or suppression.TOTAL} if by_country else {}),
+                    "count": "" if value is None else value,
+                    "suppressed": value is None,
+                }
+            )
+    return rows
+
+
+def p3_columns(*, by_country: bool) -> list[formats.Column]:
+    """Columns of a P3 table."""
+    columns = p1_columns(by_country=by_country)[:-1]
+    columns[0] = formats.Column(
+        "period", "Quarter", "string", "Calendar quarter, e.g. 2025Q1, or 'total'."
+    )
+    return [
+        *columns,
+        formats.Column("count", "Count", "nonNegativeInteger", "Exact count; empty if hidden."),
+        formats.Column("suppressed", "Hidden", "boolean", "True when the count is hidden."),
+    ]

@@ -165,7 +165,10 @@ class ExportRequestForm(FlaskForm):
 
     product = SelectField(
         _l("Product"),
-        choices=[SelectChoice("P1", vocabulary.N_("Counts with differential privacy (P1)"))],
+        choices=[
+            SelectChoice("P1", vocabulary.N_("Counts with differential privacy (P1)")),
+            SelectChoice("P3", vocabulary.N_("Exact counts with small numbers hidden (P3)")),
+        ],
     )
     first_quarter = StringField(
         _l("From quarter"), validators=[DataRequired(), Length(max=6)], default="2025Q1"

@@ -342,6 +342,25 @@ def invite() -> ResponseReturnValue:
     )
 
 
+@bp.post("/users/<int:user_id>/vetted")
+@role_required("organizer")
+def set_vetted(user_id: int) -> ResponseReturnValue:
+    """Mark an NGO as a vetted partner, or take that back."""
+    form = forms.ConfirmForm()
+    user = db.session.get(User, user_id)
+    if not form.validate_on_submit() or user is None:
+        abort(400 if user else 404)
+    vetted = request.form.get("vetted") == "1"
+
+    def mark() -> None:
+        """Change the flag and commit (a domain error rolls back in ``_run``)."""
+        accounts.set_vetted(user, vetted=vetted, organizer=current_staff())
+        db.session.commit()
+
+    _run(mark)
+    return redirect(url_for("staff.users"))
+
+
 @bp.post("/users/<int:user_id>/active")
 @role_required("organizer")
 def set_active(user_id: int) -> ResponseReturnValue:
@@ -701,6 +720,7 @@ def index() -> ResponseReturnValue:
     if user.role == "ngo":
         return render_template(
             "exports/index.html",
+            products=export_requests.products_for(user),
             request_form=forms.ExportRequestForm(),
             requests=export_requests.requests_of(user),
             now=clock.now(),
