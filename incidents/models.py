@@ -349,3 +349,12 @@ class ExportRequest(Base):
     archive_name: Mapped[str | None] = mapped_column(String(200), default=None)
     archive_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class SiteSetting(Base):
+    """A small switch set by organizers (e.g. which P1 export the public timeline shows)."""
+
+    __tablename__ = "site_settings"
+
+    key: Mapped[str] = mapped_column(String(40), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))

@@ -113,6 +113,12 @@ def pending_requests() -> Sequence[ExportRequest]:
     return db.session.scalars(query.order_by(ExportRequest.requested_at)).all()
 
 
+def recent_approved(limit: int = 20) -> Sequence[ExportRequest]:
+    """The most recently approved requests (for the organizer's timeline switch)."""
+    query = select(ExportRequest).where(ExportRequest.status == "approved")
+    return db.session.scalars(query.order_by(ExportRequest.decided_at.desc()).limit(limit)).all()
+
+
 def requests_of(user: User) -> Sequence[ExportRequest]:
     """An NGO's own requests, newest first."""
     query = select(ExportRequest).where(ExportRequest.requester_id == user.id)

@@ -32,6 +32,10 @@ from incidents.services.errors import DomainError
 COUNTED_STATUSES = frozenset({"new", "triaged", "assigned", "in_progress", "closed"})
 """Duplicates and rejected reports are never counted."""
 SOFTWARE_VERSION = "incident register 0.1"
+MIN_EPSILON = Decimal("0.01")
+MAX_EPSILON = Decimal("10")
+"""ε outside this range is refused before anything is charged (tiny values make the noise
+calibration fail; large ones protect nobody)."""
 
 P1_EXPLANATION = (
     "These are counts of incidents reported to the register, by quarter and type of incident"
@@ -106,6 +110,10 @@ def export_counts(
     progress: Callable[[int], None] | None = None,
 ) -> ExportResult:
     """Produce a P1 package: charge the ledger first, then count, add noise and write files."""
+    if not (epsilon.is_finite() and MIN_EPSILON <= epsilon <= MAX_EPSILON):
+        raise ExportRequestError(
+            f"ε must be between {MIN_EPSILON} and {MAX_EPSILON}; nothing was charged"
+        )
     quarters = _quarters(first, last, today=today)
     grid = dp.build_grid(quarters, by_country=by_country)
     scope = f"{quarters[0]}-{quarters[-1]}" + (" by country" if by_country else "")

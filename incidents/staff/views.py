@@ -41,7 +41,15 @@ from incidents.extensions import limiter
 from incidents.i18n import translated
 from incidents.keyring import Keyring, KeyringCache
 from incidents.models import AuditEvent, User
-from incidents.services import accounts, cases, export_requests, recipients, sessions, triage
+from incidents.services import (
+    accounts,
+    cases,
+    export_requests,
+    recipients,
+    sessions,
+    timeline_page,
+    triage,
+)
 from incidents.services.errors import DomainError, KeyUnavailableError, ReportNotFoundError
 from incidents.services.reports import shell_of
 from incidents.staff import forms
@@ -731,6 +739,8 @@ def index() -> ResponseReturnValue:
         budget=export_requests.budget_view(cost=cost, cap=cap),
         confirm_form=forms.ConfirmForm(),
         refuse_form=forms.RefuseExportForm(),
+        approved=export_requests.recent_approved(),
+        timeline_id=timeline_page.published_request_id(),
         requesters={row.id: row.username for row in db.session.scalars(select(User)).all()},
     )
 
@@ -793,6 +803,36 @@ def refuse_export(request_id: uuid.UUID) -> ResponseReturnValue:
     else:
         _flash_form_errors(form)
     return redirect(url_for("exports.index"))
+
+
+@exports_bp.post("/exports/<uuid:request_id>/timeline")
+@role_required("organizer")
+def publish_timeline(request_id: uuid.UUID) -> ResponseReturnValue:
+    """Show an approved P1 export on the public timeline."""
+    if forms.ConfirmForm().validate_on_submit():
+        _run(lambda: timeline_page.publish(request_id, organizer=current_staff()))
+    return redirect(url_for("exports.index"))
+
+
+@exports_bp.post("/exports/timeline/off")
+@role_required("organizer")
+def unpublish_timeline() -> ResponseReturnValue:
+    """Switch the public timeline off."""
+    if forms.ConfirmForm().validate_on_submit():
+        _run(lambda: timeline_page.unpublish(organizer=current_staff()))
+    return redirect(url_for("exports.index"))
+
+
+@exports_bp.get("/timeline")
+def public_timeline() -> ResponseReturnValue:
+    """The public chart of the published P1 series (no login, no JavaScript)."""
+    settings = current_app.extensions["incidents.settings"]
+    timeline = timeline_page.load(instance_path=settings.instance_path)
+    if timeline is None:
+        return render_template("exports/timeline.html", timeline=None), 404
+    return render_template(
+        "exports/timeline.html", timeline=timeline, chart=timeline_page.chart(timeline)
+    )
 
 
 @exports_bp.get("/exports/<uuid:request_id>/download")

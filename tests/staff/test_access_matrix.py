@@ -90,6 +90,9 @@ EXPECTED: dict[str, frozenset[str] | str] = {
     "exports.download_export": NGO,
     "exports.approve_export": ORGANIZER,
     "exports.refuse_export": ORGANIZER,
+    "exports.publish_timeline": ORGANIZER,
+    "exports.unpublish_timeline": ORGANIZER,
+    "exports.public_timeline": PUBLIC,
 }
 """Who may use each endpoint: ``PUBLIC`` or the set of staff roles allowed."""
 
