@@ -510,6 +510,31 @@ def export_suppressed(first: str, last: str, by: str | None, out: Path, actor: s
     )
 
 
+@export_cli.command("timeline")
+@click.option("--from", "first", required=True, help="First quarter, e.g. 2025Q1.")
+@click.option("--to", "last", required=True, help="Last quarter (must be closed), e.g. 2025Q4.")
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True)
+@click.option("--actor", default="cli", show_default=True, help="Who runs it, for the ledger.")
+@clear_errors
+def export_timeline(first: str, last: str, out: Path, actor: str) -> None:
+    """P2: one generalized row per incident, k >= 10 and l >= 2 (vetted partners)."""
+    from datetime import UTC, datetime
+
+    from incidents.services import exports
+
+    result = exports.export_timeline(
+        first=first, last=last, actor=actor, destination=out, today=datetime.now(UTC).date()
+    )
+    anonymized = result.timeline
+    click.echo(f"Export {result.export_id}: {result.archive}")
+    click.echo(f"SHA-256 of the package: {result.sha256}")
+    click.echo(
+        f"{len(anonymized.rows)} rows at {anonymized.generalization}; smallest group "
+        f"{anonymized.smallest_class} (k >= {anonymized.k}), {anonymized.suppressed} of "
+        f"{anonymized.total} left out. For vetted partners only."
+    )
+
+
 @export_cli.command("ledger")
 @clear_errors
 def export_ledger() -> None:

@@ -75,6 +75,7 @@ def write_package(
     rows: Sequence[Mapping[str, object]],
     meta: Mapping[str, object],
     title: str,
+    extra_files: Mapping[str, bytes] | None = None,
 ) -> tuple[Path, str]:
     """Write ``name``.zip (and its files in a folder beside it); return the zip and its SHA-256.
 
@@ -85,6 +86,7 @@ def write_package(
         "data.csv": csv_bytes(columns, rows),
         "data.json": json.dumps(list(rows), indent=2, ensure_ascii=False).encode("utf-8"),
         "data.csv-metadata.json": csvw_bytes(columns, title=title),
+        **(extra_files or {}),
     }
     full_meta = {**meta, "files": {file: sha256_hex(data) for file, data in files.items()}}
     files["meta.json"] = json.dumps(full_meta, indent=2, ensure_ascii=False).encode("utf-8")

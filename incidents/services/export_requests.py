@@ -30,8 +30,8 @@ from incidents.vocabulary import N_
 DOWNLOAD_LIFETIME = timedelta(days=14)
 OPEN_PRODUCTS = ("P1",)
 """Products every NGO may request."""
-VETTED_PRODUCTS = ("P1", "P3")
-"""Products of vetted partners (P2 comes later)."""
+VETTED_PRODUCTS = ("P1", "P2", "P3")
+"""Products of vetted partners."""
 
 
 def products_for(user: User) -> tuple[str, ...]:
@@ -149,7 +149,21 @@ def approve(
     requester = db.session.get(User, row.requester_id)
     if requester is None or row.product not in products_for(requester):
         raise ExportWorkflowError(N_("This product is not available to your organization."))
-    if row.product == "P3":
+    if row.product == "P2":
+        generalized = exports.export_timeline(
+            first=row.first_quarter,
+            last=row.last_quarter,
+            actor=organizer.username,
+            destination=destination,
+            today=today,
+        )
+        export_id, archive, digest, spent = (
+            generalized.export_id,
+            generalized.archive,
+            generalized.sha256,
+            Decimal(0),
+        )
+    elif row.product == "P3":
         suppressed = exports.export_suppressed(
             first=row.first_quarter,
             last=row.last_quarter,

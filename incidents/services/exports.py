@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from incidents import vocabulary
 from incidents.db import db
-from incidents.exports import dp, formats, ledger, suppression
+from incidents.exports import acled, dp, formats, ledger, suppression, timeline
 from incidents.exports.periods import (
     PeriodError,
     Quarter,
@@ -301,4 +301,112 @@ def p3_columns(*, by_country: bool) -> list[formats.Column]:
         *columns,
         formats.Column("count", "Count", "nonNegativeInteger", "Exact count; empty if hidden."),
         formats.Column("suppressed", "Hidden", "boolean", "True when the count is hidden."),
+    ]
+
+
+P2_EXPLANATION = (
+    "One row per reported incident, with only coarse values: the period, the area and the type "
+    "group, each made coarser where needed ({levels}) until every combination of them occurs at "
+    "least {k} times with at least {l} different kinds of perpetrator. {suppressed} incidents "
+    "that could not be grouped this way are left out. There are no dates, places, names, ids or "
+    "words from the reports, and the rows are sorted, so their order says nothing. For vetted "
+    "partners only: do not publish it."
+)
+
+
+@dataclass(frozen=True)
+class TimelineResult:
+    """A finished P2 export."""
+
+    export_id: str
+    archive: Path
+    sha256: str
+    timeline: timeline.Timeline
+
+
+def timeline_incidents(quarters: list[Quarter]) -> list[timeline.IncidentRow]:
+    """Every countable, consenting report in the quarters, as P2 reads it."""
+    wanted = {str(quarter) for quarter in quarters}
+    rows = db.session.execute(
+        select(
+            Report.occurred_period, Report.country, Report.category, Report.perpetrator_type
+        ).where(Report.consent_statistics.is_(True), Report.status.in_(COUNTED_STATUSES))
+    )
+    incidents = []
+    for period, country, category, perpetrator in rows:
+        quarter = quarter_of_period(period)
+        if quarter is not None and str(quarter) in wanted:
+            incidents.append(timeline.IncidentRow(str(quarter), country, category, perpetrator))
+    return incidents
+
+
+def export_timeline(
+    *, first: str, last: str, actor: str, destination: Path, today: date
+) -> TimelineResult:
+    """Produce a P2 package (generalized rows, k >= 10, l >= 2); recorded with ε 0."""
+    quarters = _quarters(first, last, today=today)
+    scope = f"{quarters[0]}-{quarters[-1]}"
+    anonymized = timeline.anonymize_timeline(timeline_incidents(quarters))
+    if anonymized.is_empty or anonymized.generalization is None:
+        raise ExportRequestError(
+            f"no timeline can be published for {scope}: {anonymized.reason}; nothing was charged"
+        )
+    export_id = ledger.charge(
+        actor=actor, product="P2", scope=scope, epsilon=Decimal(0), yearly_cap=Decimal(0)
+    )
+    levels = anonymized.generalization
+    rows = [row.as_record() for row in anonymized.rows]
+    acled_bytes = formats.csv_bytes(
+        acled.acled_columns(), acled.acled_rows(anonymized.rows, levels)
+    )
+    archive, digest = formats.write_package(
+        destination,
+        name=f"incidents-p2-{quarters[0]}-{quarters[-1]}-{export_id[:8]}",
+        columns=p2_columns(),
+        rows=rows,
+        meta={
+            "product": "P2",
+            "method": "generalization up fixed ladders with suppression (k-anonymity, l-diversity)",
+            "k": anonymized.k,
+            "l": anonymized.l,
+            "levels": levels.names,
+            "smallest_class": anonymized.smallest_class,
+            "fewest_perpetrator_types": anonymized.fewest_perpetrator_types,
+            "rows_considered": anonymized.total,
+            "rows_suppressed": anonymized.suppressed,
+            "max_suppression": anonymized.max_suppression,
+            "periods": [str(quarter) for quarter in quarters],
+            "included": "reports with consent to statistics; duplicates and rejected excluded",
+            "audience": "vetted partners only; not for publication",
+            "acled": "acled.csv: ACLED column set; extension codes in docs/exports.md",
+            "generated_on": today.isoformat(),
+            "software": SOFTWARE_VERSION,
+            "explanation": P2_EXPLANATION.format(
+                levels=str(levels),
+                k=anonymized.k,
+                l=anonymized.l,
+                suppressed=anonymized.suppressed,
+            ),
+        },
+        title="Reported incidents of transnational repression: generalized timeline",
+        extra_files={"acled.csv": acled_bytes},
+    )
+    ledger.complete(export_id, actor=actor, output_sha256=digest)
+    return TimelineResult(export_id, archive, digest, anonymized)
+
+
+def p2_columns() -> list[formats.Column]:
+    """Columns of a P2 table."""
+    return [
+        formats.Column(
+            "period", "Period", "string", "Quarter (2025Q1), half-year (2025H1) or year."
+        ),
+        formats.Column("area", "Area", "string", "Country code, region, or 'all'."),
+        formats.Column("category_group", "Category group", "string", "Group code, or 'all'."),
+        formats.Column(
+            "perpetrator_type",
+            "Perpetrator type",
+            "string",
+            "home_state, host_state, pro_regime or unknown.",
+        ),
     ]

@@ -167,6 +167,7 @@ class ExportRequestForm(FlaskForm):
         _l("Product"),
         choices=[
             SelectChoice("P1", vocabulary.N_("Counts with differential privacy (P1)")),
+            SelectChoice("P2", vocabulary.N_("Generalized timeline of incidents (P2)")),
             SelectChoice("P3", vocabulary.N_("Exact counts with small numbers hidden (P3)")),
         ],
     )
