@@ -9,7 +9,7 @@ requesting NGO only, for 14 days.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
@@ -142,13 +142,19 @@ def approve(
     yearly_cap: Decimal,
     contributions: int,
     today: date,
+    translator: Callable[[str], exports.Translate] | None = None,
 ) -> ExportRequest:
-    """Run the export (charging the ledger first) and make it downloadable for 14 days."""
+    """Run the export (charging the ledger first) and make it downloadable for 14 days.
+
+    ``translator(language)`` gives the function that puts the package's explanation into the
+    requesting NGO's language (the web layer passes one; without it the text stays English).
+    """
     row = _pending(request_id)
     destination = instance_path / EXPORT_DIRECTORY / row.id.hex
     requester = db.session.get(User, row.requester_id)
     if requester is None or row.product not in products_for(requester):
         raise ExportWorkflowError(N_("This product is not available to your organization."))
+    translate = translator(row.language) if translator else exports.untranslated
     if row.product == "P2":
         generalized = exports.export_timeline(
             first=row.first_quarter,
@@ -156,6 +162,7 @@ def approve(
             actor=organizer.username,
             destination=destination,
             today=today,
+            translate=translate,
         )
         export_id, archive, digest, spent = (
             generalized.export_id,
@@ -171,6 +178,7 @@ def approve(
             actor=organizer.username,
             destination=destination,
             today=today,
+            translate=translate,
         )
         export_id, archive, digest, spent = (
             suppressed.export_id,
@@ -189,6 +197,7 @@ def approve(
             yearly_cap=yearly_cap,
             contributions=contributions,
             today=today,
+            translate=translate,
         )
         export_id, archive, digest, spent = (
             counted.export_id,

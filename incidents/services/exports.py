@@ -28,6 +28,16 @@ from incidents.exports.periods import (
 )
 from incidents.models import Report
 from incidents.services.errors import DomainError
+from incidents.vocabulary import N_
+
+Translate = Callable[[str], str]
+"""Turns an English explanation (a gettext msgid) into the requesting NGO's language."""
+
+
+def untranslated(text: str) -> str:
+    """Keep the English text (the CLI's default)."""
+    return text
+
 
 COUNTED_STATUSES = frozenset({"new", "triaged", "assigned", "in_progress", "closed"})
 """Duplicates and rejected reports are never counted."""
@@ -37,15 +47,25 @@ MAX_EPSILON = Decimal("10")
 """ε outside this range is refused before anything is charged (tiny values make the noise
 calibration fail; large ones protect nobody)."""
 
-P1_EXPLANATION = (
-    "These are counts of incidents reported to the register, by quarter and type of incident"
-    "{by_country}. Only reports whose witnesses agreed to be counted are included. Every number "
-    "has random noise added on purpose (differential privacy, ε = {epsilon}), so that nobody can "
-    "tell from the table whether any particular incident was reported, even someone who knows "
-    "the incident because they caused it. The price is accuracy: each number is within ±{error} "
+P1_EXPLANATION = N_(
+    "These are counts of incidents reported to the register, by quarter and type of incident. "
+    "Only reports whose witnesses agreed to be counted are included. Every number has random "
+    "noise added on purpose (differential privacy, ε = %(epsilon)s), so that nobody can tell "
+    "from the table whether any particular incident was reported, even someone who knows the "
+    "incident because they caused it. The price is accuracy: each number is within ±%(error)s "
     "of the true count 95 times out of 100, and small numbers, including zeros, may be noise. "
     "Compare totals over several quarters or groups rather than single cells. Negative noisy "
     "values were replaced by 0."
+)
+P1_EXPLANATION_BY_COUNTRY = N_(
+    "These are counts of incidents reported to the register, by quarter, type of incident and "
+    "country. Only reports whose witnesses agreed to be counted are included. Every number has "
+    "random noise added on purpose (differential privacy, ε = %(epsilon)s), so that nobody can "
+    "tell from the table whether any particular incident was reported, even someone who knows "
+    "the incident because they caused it. The price is accuracy: each number is within "
+    "±%(error)s of the true count 95 times out of 100, and small numbers, including zeros, may "
+    "be noise. Compare totals over several quarters or groups rather than single cells. "
+    "Negative noisy values were replaced by 0."
 )
 
 
@@ -108,6 +128,7 @@ def export_counts(
     contributions: int,
     today: date,
     progress: Callable[[int], None] | None = None,
+    translate: Translate = untranslated,
 ) -> ExportResult:
     """Produce a P1 package: charge the ledger first, then count, add noise and write files."""
     if not (epsilon.is_finite() and MIN_EPSILON <= epsilon <= MAX_EPSILON):
@@ -138,7 +159,9 @@ def export_counts(
         name=f"incidents-p1-{quarters[0]}-{quarters[-1]}-{export_id[:8]}",
         columns=p1_columns(by_country=by_country),
         rows=rows,
-        meta=p1_meta(quarters, by_country=by_country, counts=counts, today=today),
+        meta=p1_meta(
+            quarters, by_country=by_country, counts=counts, today=today, translate=translate
+        ),
         title="Reported incidents of transnational repression: differentially private counts",
     )
     ledger.complete(export_id, actor=actor, output_sha256=digest)
@@ -177,7 +200,12 @@ def p1_columns(*, by_country: bool) -> list[formats.Column]:
 
 
 def p1_meta(
-    quarters: list[Quarter], *, by_country: bool, counts: dp.NoisyCounts, today: date
+    quarters: list[Quarter],
+    *,
+    by_country: bool,
+    counts: dp.NoisyCounts,
+    today: date,
+    translate: Translate = untranslated,
 ) -> dict[str, object]:
     """meta.json of a P1 export: method, parameters, error bound and a plain explanation."""
     error = round(counts.error_95, 1)
@@ -199,21 +227,18 @@ def p1_meta(
         "generated_on": today.isoformat(),
         "software": SOFTWARE_VERSION,
         "opendp_version": metadata.version("opendp"),
-        "explanation": P1_EXPLANATION.format(
-            by_country=" and country" if by_country else "",
-            epsilon=counts.epsilon,
-            error=error,
-        ),
+        "explanation": translate(P1_EXPLANATION_BY_COUNTRY if by_country else P1_EXPLANATION)
+        % {"epsilon": counts.epsilon, "error": error},
     }
 
 
-P3_EXPLANATION = (
+P3_EXPLANATION = N_(
     "These are exact counts of incidents reported to the register, by quarter and type of "
-    "incident{by_country}, with totals. Only reports whose witnesses agreed to be counted are "
-    "included. Any number from 1 to 9 is hidden, because small numbers can point at the people "
-    "involved, and further numbers are hidden where a total would otherwise reveal a hidden one. "
-    "Hidden numbers are empty in the table (suppressed = true). This table is for vetted "
-    "partners only: do not publish it."
+    "incident (and country, if asked for), with totals. Only reports whose witnesses agreed to "
+    "be counted are included. Any number from 1 to 9 is hidden, because small numbers can point "
+    "at the people involved, and further numbers are hidden where a total would otherwise "
+    "reveal a hidden one. Hidden numbers are empty in the table (suppressed = true). This table "
+    "is for vetted partners only: do not publish it."
 )
 
 
@@ -228,7 +253,14 @@ class SuppressedResult:
 
 
 def export_suppressed(
-    *, first: str, last: str, by_country: bool, actor: str, destination: Path, today: date
+    *,
+    first: str,
+    last: str,
+    by_country: bool,
+    actor: str,
+    destination: Path,
+    today: date,
+    translate: Translate = untranslated,
 ) -> SuppressedResult:
     """Produce a P3 package (exact counts, suppressed); recorded on the ledger with ε 0."""
     quarters = _quarters(first, last, today=today)
@@ -259,7 +291,7 @@ def export_suppressed(
             "audience": "vetted partners only; not for publication",
             "generated_on": today.isoformat(),
             "software": SOFTWARE_VERSION,
-            "explanation": P3_EXPLANATION.format(by_country=" and country" if by_country else ""),
+            "explanation": translate(P3_EXPLANATION),
         },
         title="Reported incidents of transnational repression: suppressed exact counts",
     )
@@ -304,13 +336,13 @@ def p3_columns(*, by_country: bool) -> list[formats.Column]:
     ]
 
 
-P2_EXPLANATION = (
+P2_EXPLANATION = N_(
     "One row per reported incident, with only coarse values: the period, the area and the type "
-    "group, each made coarser where needed ({levels}) until every combination of them occurs at "
-    "least {k} times with at least {l} different kinds of perpetrator. {suppressed} incidents "
-    "that could not be grouped this way are left out. There are no dates, places, names, ids or "
-    "words from the reports, and the rows are sorted, so their order says nothing. For vetted "
-    "partners only: do not publish it."
+    "group, each made coarser where needed (%(levels)s) until every combination of them occurs "
+    "at least %(k)s times with at least %(l)s different kinds of perpetrator. %(suppressed)s "
+    "incidents that could not be grouped this way are left out. There are no dates, places, "
+    "names, ids or words from the reports, and the rows are sorted, so their order says "
+    "nothing. For vetted partners only: do not publish it."
 )
 
 
@@ -341,7 +373,13 @@ def timeline_incidents(quarters: list[Quarter]) -> list[timeline.IncidentRow]:
 
 
 def export_timeline(
-    *, first: str, last: str, actor: str, destination: Path, today: date
+    *,
+    first: str,
+    last: str,
+    actor: str,
+    destination: Path,
+    today: date,
+    translate: Translate = untranslated,
 ) -> TimelineResult:
     """Produce a P2 package (generalized rows, k >= 10, l >= 2); recorded with ε 0."""
     quarters = _quarters(first, last, today=today)
@@ -381,12 +419,13 @@ def export_timeline(
             "acled": "acled.csv: ACLED column set; extension codes in docs/exports.md",
             "generated_on": today.isoformat(),
             "software": SOFTWARE_VERSION,
-            "explanation": P2_EXPLANATION.format(
-                levels=str(levels),
-                k=anonymized.k,
-                l=anonymized.l,
-                suppressed=anonymized.suppressed,
-            ),
+            "explanation": translate(P2_EXPLANATION)
+            % {
+                "levels": str(levels),
+                "k": anonymized.k,
+                "l": anonymized.l,
+                "suppressed": anonymized.suppressed,
+            },
         },
         title="Reported incidents of transnational repression: generalized timeline",
         extra_files={"acled.csv": acled_bytes},

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,7 +30,7 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
-from flask_babel import get_locale
+from flask_babel import force_locale, get_locale
 from flask_babel import gettext as _
 from flask_wtf import FlaskForm
 from markupsafe import Markup
@@ -784,9 +785,21 @@ def approve_export(request_id: uuid.UUID) -> ResponseReturnValue:
                 yearly_cap=cap,
                 contributions=settings.export_contributions,
                 today=clock.now().date(),
+                translator=_explanation_translator,
             )
         )
     return redirect(url_for("exports.index"))
+
+
+def _explanation_translator(language: str) -> Callable[[str], str]:
+    """A function putting an export's explanation into ``language`` (the NGO's)."""
+
+    def translate(text: str) -> str:
+        """The catalog's translation of ``text`` in that language."""
+        with force_locale(language):
+            return str(_(text))
+
+    return translate
 
 
 @exports_bp.post("/exports/<uuid:request_id>/refuse")
