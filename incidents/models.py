@@ -357,4 +357,4 @@ class SiteSetting(Base):
     __tablename__ = "site_settings"
 
     key: Mapped[str] = mapped_column(String(40), primary_key=True)
-    value: Mapped[str] = mapped_column(String(200))
+    value: Mapped[str] = mapped_column(Text)

@@ -1,9 +1,11 @@
-"""The public timeline: the P1 export an organizer chose, drawn as a chart without JavaScript.
+"""The public timeline: P1 series chosen by organizers, drawn as a chart without JavaScript.
 
 Only an approved P1 export (differentially private counts by quarter and category group, not by
-country) can be shown. The page reads that package's data.json and meta.json; it never queries
-reports. The chart is an SVG built here from numbers only (no text from reports), with a band
-showing the published 95 % error of each quarter's total.
+country) can be shown, and **published quarters are frozen**: once a quarter's numbers are on
+the public page they never change. Publishing a newer export only adds the quarters the page
+does not have yet, so the public can never average several noisy releases of the same quarter.
+The frozen series is stored as JSON in a site setting; the page never queries reports. The chart
+is an SVG built here from numbers only, with a band showing each quarter's 95 % error.
 """
 
 from __future__ import annotations
@@ -13,8 +15,7 @@ import math
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-
-from sqlalchemy import select
+from typing import Any
 
 from incidents import audit
 from incidents.db import db
@@ -23,7 +24,10 @@ from incidents.services.errors import DomainError
 from incidents.services.export_requests import EXPORT_DIRECTORY
 from incidents.vocabulary import N_
 
-SETTING_KEY = "timeline_export"
+SERIES_KEY = "timeline_series"
+"""The frozen public series: {"quarters": {quarter: {"groups": {...}, "cell_error_95": x,
+"epsilon": e}}}."""
+SWITCH_KEY = "timeline_on"
 
 
 class TimelineError(DomainError):
@@ -49,40 +53,100 @@ class Timeline:
     cell_error_95: float
 
 
-def publish(request_id: uuid.UUID, *, organizer: User) -> None:
-    """Show this approved P1 export (without country breakdown) on /timeline (committed)."""
+def publish(request_id: uuid.UUID, *, organizer: User, instance_path: Path) -> list[str]:
+    """Add the quarters of an approved P1 export that are not public yet; switch the page on.
+
+    Returns the quarters added (already published quarters keep their first numbers).
+    """
     row = db.session.get(ExportRequest, request_id)
     if row is None or row.status != "approved" or row.product != "P1" or row.by_country:
         raise TimelineError(N_("Only an approved P1 export without countries can be shown."))
-    setting = db.session.get(SiteSetting, SETTING_KEY)
-    if setting is None:
-        db.session.add(SiteSetting(key=SETTING_KEY, value=str(row.id)))
-    else:
-        setting.value = str(row.id)
-    audit.record(actor=organizer.username, action="timeline.publish", target=str(row.id))
+    released = _read_package(row, instance_path=instance_path)
+    if released is None:
+        raise TimelineError(N_("No such export."))
+    series = _series()
+    added = [quarter for quarter in released if quarter not in series]
+    for quarter in added:
+        series[quarter] = released[quarter]
+    _store(SERIES_KEY, json.dumps({"quarters": series}, sort_keys=True))
+    _store(SWITCH_KEY, "1")
+    audit.record(
+        actor=organizer.username,
+        action="timeline.publish",
+        target=str(row.id),
+        details={"quarters_added": ",".join(sorted(added)) or "none"},
+    )
     db.session.commit()
+    return sorted(added)
 
 
 def unpublish(*, organizer: User) -> None:
-    """Switch the public timeline off (committed)."""
-    setting = db.session.get(SiteSetting, SETTING_KEY)
-    if setting is not None:
-        db.session.delete(setting)
+    """Hide the public timeline (committed); the frozen numbers are kept for later."""
+    switch = db.session.get(SiteSetting, SWITCH_KEY)
+    if switch is not None:
+        db.session.delete(switch)
         audit.record(actor=organizer.username, action="timeline.unpublish")
         db.session.commit()
 
 
-def published_request_id() -> uuid.UUID | None:
-    """The export shown on the timeline, if the organizers switched it on."""
-    setting = db.session.scalars(select(SiteSetting).where(SiteSetting.key == SETTING_KEY)).first()
-    return uuid.UUID(setting.value) if setting else None
+def is_on() -> bool:
+    """True when the public timeline is switched on."""
+    return db.session.get(SiteSetting, SWITCH_KEY) is not None
 
 
-def load(*, instance_path: Path) -> Timeline | None:
-    """Read the published export's numbers, or None when nothing is published."""
-    request_id = published_request_id()
-    row = db.session.get(ExportRequest, request_id) if request_id else None
-    if row is None or not row.archive_name:
+def published_quarters() -> list[str]:
+    """Quarters whose numbers are frozen on the public timeline."""
+    return sorted(_series())
+
+
+def load() -> Timeline | None:
+    """The frozen public series, or None when the page is off or empty."""
+    series = _series()
+    if not is_on() or not series:
+        return None
+    points = []
+    for quarter in sorted(series):
+        entry = series[quarter]
+        groups = {str(key): int(value) for key, value in dict(entry["groups"]).items()}
+        cell_error = float(entry["cell_error_95"])
+        points.append(
+            QuarterPoint(
+                quarter=quarter,
+                total=sum(groups.values()),
+                # Independent noise per cell: the error of a sum grows with the square root.
+                error_95=cell_error * math.sqrt(len(groups)),
+                by_group=groups,
+            )
+        )
+    first = series[sorted(series)[0]]
+    return Timeline(
+        points=points,
+        epsilon=float(first["epsilon"]),
+        cell_error_95=float(first["cell_error_95"]),
+    )
+
+
+def _series() -> dict[str, dict[str, Any]]:
+    """The frozen series from its setting (empty when nothing was ever published)."""
+    setting = db.session.get(SiteSetting, SERIES_KEY)
+    if setting is None:
+        return {}
+    quarters: dict[str, dict[str, Any]] = json.loads(setting.value)["quarters"]
+    return quarters
+
+
+def _store(key: str, value: str) -> None:
+    """Set a site setting (within the caller's transaction)."""
+    setting = db.session.get(SiteSetting, key)
+    if setting is None:
+        db.session.add(SiteSetting(key=key, value=value))
+    else:
+        setting.value = value
+
+
+def _read_package(row: ExportRequest, *, instance_path: Path) -> dict[str, dict[str, Any]] | None:
+    """Per-quarter numbers of an approved P1 package, or None if its files are gone."""
+    if not row.archive_name:
         return None
     folder = instance_path / EXPORT_DIRECTORY / row.id.hex / row.archive_name.removesuffix(".zip")
     try:
@@ -90,23 +154,13 @@ def load(*, instance_path: Path) -> Timeline | None:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    cell_error = float(meta["error_95"])
-    quarters: dict[str, dict[str, int]] = {}
+    groups: dict[str, dict[str, int]] = {}
     for item in rows:
-        quarters.setdefault(str(item["period"]), {})[str(item["category_group"])] = int(
-            item["count"]
-        )
-    points = [
-        QuarterPoint(
-            quarter=quarter,
-            total=sum(groups.values()),
-            # Independent noise per cell: the error of a sum grows with the square root.
-            error_95=cell_error * math.sqrt(len(groups)),
-            by_group=groups,
-        )
-        for quarter, groups in quarters.items()
-    ]
-    return Timeline(points=points, epsilon=float(meta["epsilon"]), cell_error_95=cell_error)
+        groups.setdefault(str(item["period"]), {})[str(item["category_group"])] = int(item["count"])
+    return {
+        quarter: {"groups": counts, "cell_error_95": meta["error_95"], "epsilon": meta["epsilon"]}
+        for quarter, counts in groups.items()
+    }
 
 
 @dataclass(frozen=True)

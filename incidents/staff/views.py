@@ -741,7 +741,8 @@ def index() -> ResponseReturnValue:
         confirm_form=forms.ConfirmForm(),
         refuse_form=forms.RefuseExportForm(),
         approved=export_requests.recent_approved(),
-        timeline_id=timeline_page.published_request_id(),
+        timeline_on=timeline_page.is_on(),
+        timeline_quarters=timeline_page.published_quarters(),
         requesters={row.id: row.username for row in db.session.scalars(select(User)).all()},
     )
 
@@ -823,7 +824,12 @@ def refuse_export(request_id: uuid.UUID) -> ResponseReturnValue:
 def publish_timeline(request_id: uuid.UUID) -> ResponseReturnValue:
     """Show an approved P1 export on the public timeline."""
     if forms.ConfirmForm().validate_on_submit():
-        _run(lambda: timeline_page.publish(request_id, organizer=current_staff()))
+        settings = current_app.extensions["incidents.settings"]
+        _run(
+            lambda: timeline_page.publish(
+                request_id, organizer=current_staff(), instance_path=settings.instance_path
+            )
+        )
     return redirect(url_for("exports.index"))
 
 
@@ -839,8 +845,7 @@ def unpublish_timeline() -> ResponseReturnValue:
 @exports_bp.get("/timeline")
 def public_timeline() -> ResponseReturnValue:
     """The public chart of the published P1 series (no login, no JavaScript)."""
-    settings = current_app.extensions["incidents.settings"]
-    timeline = timeline_page.load(instance_path=settings.instance_path)
+    timeline = timeline_page.load()
     if timeline is None:
         return render_template("exports/timeline.html", timeline=None), 404
     return render_template(

@@ -49,7 +49,11 @@ def test_nothing_is_shown_until_an_organizer_publishes(app: Flask) -> None:
 def test_a_published_p1_series_is_drawn_without_script_and_tabulated(app: Flask) -> None:
     request_id, organizer = approved_p1(app)
     with app.app_context():
-        timeline_page.publish(request_id, organizer=db.session.merge(organizer))
+        timeline_page.publish(
+            request_id,
+            organizer=db.session.merge(organizer),
+            instance_path=app.extensions["incidents.settings"].instance_path,
+        )
 
     page = app.test_client().get("/timeline").get_data(as_text=True)
 
@@ -64,4 +68,28 @@ def test_a_published_p1_series_is_drawn_without_script_and_tabulated(app: Flask)
 def test_only_an_approved_p1_export_without_countries_can_be_published(app: Flask) -> None:
     request_id, organizer = approved_p1(app, by_country=True)
     with app.app_context(), pytest.raises(timeline_page.TimelineError):
-        timeline_page.publish(request_id, organizer=db.session.merge(organizer))
+        timeline_page.publish(
+            request_id,
+            organizer=db.session.merge(organizer),
+            instance_path=app.extensions["incidents.settings"].instance_path,
+        )
+
+
+def test_a_published_quarter_never_changes(app: Flask) -> None:
+    """Given 2025 shown on the timeline, when a newer export of the same quarters is published,
+    then the page keeps the first numbers (no averaging of several noisy releases)."""
+    settings = app.extensions["incidents.settings"]
+    first_id, organizer = approved_p1(app)
+    second_id, _ = approved_p1(app)
+    with app.app_context():
+        added = timeline_page.publish(
+            first_id, organizer=db.session.merge(organizer), instance_path=settings.instance_path
+        )
+        assert added == ["2025Q1", "2025Q2", "2025Q3", "2025Q4"]
+        before = timeline_page.load()
+        again = timeline_page.publish(
+            second_id, organizer=db.session.merge(organizer), instance_path=settings.instance_path
+        )
+        after = timeline_page.load()
+    assert again == []
+    assert before == after
