@@ -16,8 +16,7 @@ from datetime import date, timedelta
 from incidents import crypto, vocabulary
 from incidents.db import db
 from incidents.keyring import Keyring
-from incidents.models import Report, Wrap
-from incidents.services.reports import ReportDraft, occurred_period, register_recipient
+from incidents.services.reports import ReportDraft, register_recipient, seal_new_report
 
 CATEGORY_WEIGHTS = {
     "threat": 18, "surveillance": 14, "pressure_relatives": 12, "interrogation": 9,
@@ -96,31 +95,14 @@ def _add_synthetic_report(
 ) -> None:
     """Seal one synthetic report and add it (and its wraps) to the session."""
     draft = synthetic_draft(rng, today=today, months=months)
-    report_id = uuid.uuid4()
-    receipt = crypto.new_receipt()
-    witness = crypto.derive_witness_secrets(receipt)
-    sealed = crypto.seal_report(
-        draft.sealed_values(), report_id=report_id, recipients=keyring.recipients
+    report, wraps = seal_new_report(
+        draft,
+        report_id=uuid.uuid4(),
+        receipt=crypto.new_receipt(),
+        keyring=keyring,
+        receipt_secret=receipt_secret,
+        received_on=min(today, draft.occurred_on + timedelta(days=rng.randrange(0, 30))),
+        status=_pick(rng, STATUS_WEIGHTS),
     )
-    db.session.add(
-        Report(
-            id=report_id,
-            received_on=min(today, draft.occurred_on + timedelta(days=rng.randrange(0, 30))),
-            status=_pick(rng, STATUS_WEIGHTS),
-            format_version=crypto.FORMAT_VERSION,
-            category=draft.category,
-            occurred_period=occurred_period(draft.occurred_on, draft.date_precision),
-            date_precision=draft.date_precision,
-            country=draft.country,
-            city=draft.city,
-            geo_precision=vocabulary.geo_precision(draft.country, draft.city),
-            perpetrator_type=draft.perpetrator_type,
-            consent_contact=draft.consent_contact,
-            consent_statistics=draft.consent_statistics,
-            witness_lookup_hash=crypto.lookup_hash(witness.lookup_token, secret=receipt_secret),
-            witness_public_key=witness.witness_key.public_key().to_bytes(),
-            **{f"{name}_sealed": blob for name, blob in sealed.fields.items()},
-        )
-    )
-    for key_id, blob in sealed.wraps.items():
-        db.session.add(Wrap(report_id=report_id, key_id=key_id.hex(), blob=blob))
+    db.session.add(report)
+    db.session.add_all(wraps)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import TypedDict
 
 from sqlalchemy import select
 
@@ -133,6 +134,17 @@ def _pending(request_id: uuid.UUID) -> ExportRequest:
     return row
 
 
+class _ExportOptions(TypedDict):
+    """What every export function needs for one approved request."""
+
+    first: str
+    last: str
+    actor: str
+    destination: Path
+    today: date
+    translate: exports.Translate
+
+
 def approve(
     request_id: uuid.UUID,
     *,
@@ -155,56 +167,30 @@ def approve(
     if requester is None or row.product not in products_for(requester):
         raise ExportWorkflowError(N_("This product is not available to your organization."))
     translate = translator(row.language) if translator else exports.untranslated
+    common: _ExportOptions = {
+        "first": row.first_quarter,
+        "last": row.last_quarter,
+        "actor": organizer.username,
+        "destination": destination,
+        "today": today,
+        "translate": translate,
+    }
+    spent = Decimal(0)
+    result: exports.ExportResult | exports.SuppressedResult | exports.TimelineResult
     if row.product == "P2":
-        generalized = exports.export_timeline(
-            first=row.first_quarter,
-            last=row.last_quarter,
-            actor=organizer.username,
-            destination=destination,
-            today=today,
-            translate=translate,
-        )
-        export_id, archive, digest, spent = (
-            generalized.export_id,
-            generalized.archive,
-            generalized.sha256,
-            Decimal(0),
-        )
+        result = exports.export_timeline(**common)
     elif row.product == "P3":
-        suppressed = exports.export_suppressed(
-            first=row.first_quarter,
-            last=row.last_quarter,
-            by_country=row.by_country,
-            actor=organizer.username,
-            destination=destination,
-            today=today,
-            translate=translate,
-        )
-        export_id, archive, digest, spent = (
-            suppressed.export_id,
-            suppressed.archive,
-            suppressed.sha256,
-            Decimal(0),
-        )
+        result = exports.export_suppressed(by_country=row.by_country, **common)
     else:
-        counted = exports.export_counts(
-            first=row.first_quarter,
-            last=row.last_quarter,
+        spent = epsilon
+        result = exports.export_counts(
             by_country=row.by_country,
-            actor=organizer.username,
-            destination=destination,
             epsilon=epsilon,
             yearly_cap=yearly_cap,
             contributions=contributions,
-            today=today,
-            translate=translate,
+            **common,
         )
-        export_id, archive, digest, spent = (
-            counted.export_id,
-            counted.archive,
-            counted.sha256,
-            epsilon,
-        )
+    export_id, archive, digest = result.export_id, result.archive, result.sha256
     row.status = "approved"
     row.decided_by_id = organizer.id
     row.decided_at = now()

@@ -116,17 +116,49 @@ def file_report(
     """
     report_id = uuid.uuid4() if uploads is None else uploads.envelope_id
     receipt = crypto.new_receipt()
+    report, wraps = seal_new_report(
+        draft,
+        report_id=report_id,
+        receipt=receipt,
+        keyring=keyring,
+        receipt_secret=receipt_secret,
+        received_on=received_on,
+        data_key=None if uploads is None else uploads.data_key,
+    )
+    try:
+        for recipient in keyring.recipients:
+            register_recipient(recipient, role="organizer", today=received_on)
+        db.session.add(report)
+        db.session.add_all(wraps)
+        if uploads is not None:
+            db.session.flush()
+            add_attachment_rows(uploads, report_id=report_id, first_seq=1)
+        commit_with_files(uploads, instance_path=instance_path)
+    except (SQLAlchemyError, OSError) as exc:
+        raise ReportNotSavedError("the database refused the report") from exc
+    return FiledReport(report_id=report_id, receipt=receipt)
+
+
+def seal_new_report(
+    draft: ReportDraft,
+    *,
+    report_id: uuid.UUID,
+    receipt: str,
+    keyring: Keyring,
+    receipt_secret: bytes,
+    received_on: date,
+    status: str = "new",
+    data_key: bytes | None = None,
+) -> tuple[Report, list[Wrap]]:
+    """Seal a draft in memory: the report row (shell, sealed fields, witness key) and its wraps."""
     witness = crypto.derive_witness_secrets(receipt)
     sealed = crypto.seal_report(
-        draft.sealed_values(),
-        report_id=report_id,
-        recipients=keyring.recipients,
-        data_key=None if uploads is None else uploads.data_key,
+        draft.sealed_values(), report_id=report_id, recipients=keyring.recipients, data_key=data_key
     )
     report = Report(
         id=report_id,
         received_on=received_on,
-        status="new",
+        status=status,
         format_version=crypto.FORMAT_VERSION,
         category=draft.category,
         occurred_period=occurred_period(draft.occurred_on, draft.date_precision),
@@ -141,19 +173,11 @@ def file_report(
         witness_public_key=witness.witness_key.public_key().to_bytes(),
         **{f"{name}_sealed": blob for name, blob in sealed.fields.items()},
     )
-    try:
-        for recipient in keyring.recipients:
-            register_recipient(recipient, role="organizer", today=received_on)
-        db.session.add(report)
-        for key_id, blob in sealed.wraps.items():
-            db.session.add(Wrap(report_id=report_id, key_id=key_id.hex(), blob=blob))
-        if uploads is not None:
-            db.session.flush()
-            add_attachment_rows(uploads, report_id=report_id, first_seq=1)
-        commit_with_files(uploads, instance_path=instance_path)
-    except (SQLAlchemyError, OSError) as exc:
-        raise ReportNotSavedError("the database refused the report") from exc
-    return FiledReport(report_id=report_id, receipt=receipt)
+    wraps = [
+        Wrap(report_id=report_id, key_id=key_id.hex(), blob=blob)
+        for key_id, blob in sealed.wraps.items()
+    ]
+    return report, wraps
 
 
 def commit_with_files(uploads: UploadBatch | None, *, instance_path: Path | None) -> None:
