@@ -19,6 +19,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -51,7 +52,20 @@ class Report(Base):
     """One witness report: clear shell fields for triage and exports, sealed body, witness key."""
 
     __tablename__ = "reports"
-    __table_args__ = ({"sqlite_with_rowid": False},)
+    __table_args__ = (
+        # Exports read only these shell columns: a covering index lets the database answer them
+        # without touching the wide rows that hold the sealed fields.
+        Index(
+            "ix_reports_export_shell",
+            "consent_statistics",
+            "status",
+            "occurred_period",
+            "category",
+            "country",
+            "perpetrator_type",
+        ),
+        {"sqlite_with_rowid": False},
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     received_on: Mapped[date] = mapped_column(Date)
