@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import click
-from flask import Flask, current_app
+from flask import Flask
 from flask.cli import AppGroup
 
 from incidents import crypto
-from incidents.config import DEMO_KEY_ID, DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, Settings
+from incidents.appstate import current_keyring, current_settings
+from incidents.config import DEMO_KEY_ID, DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY
 from incidents.services import reports
 from incidents.services.errors import DomainError
 
@@ -75,12 +76,6 @@ def clear_errors(command: Callable[P, R]) -> Callable[P, R]:
             raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}") from exc
 
     return wrapper
-
-
-def _settings() -> Settings:
-    """The settings of the app the command runs in."""
-    settings: Settings = current_app.extensions["incidents.settings"]
-    return settings
 
 
 def new_passphrase() -> str:
@@ -227,7 +222,7 @@ def keys_init(out: Path, public_out: Path | None) -> None:
 @clear_errors
 def keys_show(public_path: Path | None) -> None:
     """Print the key id and fingerprint of a public key."""
-    settings = _settings()
+    settings = current_settings()
     path = public_path or settings.organizer_public_key_path
     public_key = read_public_key(path)
     click.echo(f"File:        {path}")
@@ -350,7 +345,10 @@ def reports_attachment(
     private_key = read_private_key(key_path)
     try:
         meta, data = casefile.open_attachment_bytes(
-            parsed_id, number, private_key=private_key, instance_path=_settings().instance_path
+            parsed_id,
+            number,
+            private_key=private_key,
+            instance_path=current_settings().instance_path,
         )
     except AttachmentError as exc:
         raise click.ClickException(f"{exc}; nothing was written") from exc
@@ -452,7 +450,7 @@ def export_counts(
 
     from incidents.services import exports
 
-    settings = _settings()
+    settings = current_settings()
     try:
         cost = Decimal(epsilon or settings.export_epsilon)
         cap = Decimal(settings.export_yearly_cap)
@@ -544,7 +542,7 @@ def export_ledger() -> None:
 
     from incidents.exports import ledger
 
-    settings = _settings()
+    settings = current_settings()
     year = datetime.now(UTC).year
     spent = ledger.spent_in(year)
     cap = Decimal(settings.export_yearly_cap)
@@ -566,7 +564,7 @@ def demo_prepare() -> None:
     """Upgrade the database and, if no organizer key is configured, create a demo key."""
     from flask_migrate import upgrade
 
-    settings = _settings()
+    settings = current_settings()
     settings.instance_path.mkdir(parents=True, exist_ok=True)
     upgrade()
     if not settings.is_demo_key:
@@ -599,17 +597,15 @@ def demo_seed(count: int, months: int, seed: int | None) -> None:
     """Fill the database with synthetic reports, sealed to the configured organizer key."""
     from datetime import UTC, datetime
 
-    from incidents.keyring import KeyringCache
     from incidents.services import demo
 
-    settings = _settings()
+    settings = current_settings()
     if settings.is_production:
         raise click.ClickException("synthetic reports are never added to a production database")
-    cache: KeyringCache = current_app.extensions["incidents.keyring"]
     with click.progressbar(length=count, label="Sealing synthetic reports", file=sys.stderr) as bar:
         stored = demo.seed_reports(
             count,
-            keyring=cache.get(),
+            keyring=current_keyring(),
             receipt_secret=settings.receipt_key,
             today=datetime.now(UTC).date(),
             months=months,

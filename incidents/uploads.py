@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from flask import current_app, g, has_request_context
+from flask import g, has_request_context
 
 from incidents import crypto
+from incidents.appstate import current_settings
 
 SNIFF_BYTES = 1024 * 1024
 MAX_IMAGE_PIXELS = 120_000_000
@@ -301,7 +302,7 @@ def current_batch(*, create: bool = False) -> UploadBatch | None:
         return None
     batch: UploadBatch | None = g.get(BATCH_KEY)
     if batch is None and create:
-        settings = current_app.extensions["incidents.settings"]
+        settings = current_settings()
         batch = UploadBatch(
             envelope_id=uuid.uuid4(),
             data_key=crypto.new_data_key(),

@@ -170,7 +170,6 @@ is large enough); every other country is counted under ``OTHER``."""
 
 CATEGORY_BY_CODE = {category.code: category for category in CATEGORIES}
 COUNTRY_BY_CODE = {country.code: country for country in COUNTRIES}
-DATE_PRECISION_CODES = frozenset(term.code for term in DATE_PRECISIONS)
 PERPETRATOR_CODES = frozenset(term.code for term in PERPETRATOR_TYPES)
 
 

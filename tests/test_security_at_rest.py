@@ -28,7 +28,7 @@ from incidents import crypto
 from incidents.config import Settings
 from incidents.db import db
 from incidents.models import SEALED_FIELDS, Report, Wrap
-from incidents.services.reports import open_stored_report
+from incidents.services.casefile import open_case
 from tests.conftest import KeyFiles, require_service
 from tests.factories import submit_report
 
@@ -275,7 +275,7 @@ def test_the_stored_report_opens_with_the_organizer_key(
 
     with app.app_context():
         report_id = db.session.scalars(sa.select(Report.id)).one()
-        opened = open_stored_report(report_id, private_key=organizer.private_key)
+        opened = open_case(report_id, private_key=organizer.private_key)
 
     assert opened.sealed == {"occurred_on": EXACT_DATE, **sealed_values}
     assert opened.shell.id == str(report_id)

@@ -13,7 +13,7 @@ from flask import Blueprint, current_app, redirect, render_template, request, se
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext
 
-from incidents.config import Settings
+from incidents.appstate import current_keyring, current_settings
 from incidents.extensions import limiter
 from incidents.intake.forms import (
     AddInformationForm,
@@ -24,24 +24,11 @@ from incidents.intake.forms import (
     form_options,
     upload_errors,
 )
-from incidents.keyring import Keyring, KeyringCache
 from incidents.services import followup, reports
 from incidents.services.errors import ReportNotSavedError
 from incidents.uploads import current_batch
 
 bp = Blueprint("intake", __name__)
-
-
-def current_keyring() -> Keyring:
-    """The keyring reports are sealed to; raises KeyUnavailableError (answered with 503)."""
-    cache: KeyringCache = current_app.extensions["incidents.keyring"]
-    return cache.get()
-
-
-def current_settings() -> Settings:
-    """The settings the application was created with."""
-    settings: Settings = current_app.extensions["incidents.settings"]
-    return settings
 
 
 @bp.get("/")

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from sqlalchemy import select
-
 from incidents import crypto
 from incidents.db import db
 from incidents.models import Attachment
@@ -92,12 +90,6 @@ def delete_files(attachment_ids: Sequence[uuid.UUID], *, instance_path: Path) ->
     directory = attachment_directory(instance_path)
     for attachment_id in attachment_ids:
         (directory / attachment_id.hex).unlink(missing_ok=True)
-
-
-def attachments_of(report_id: uuid.UUID) -> Sequence[Attachment]:
-    """Attachment rows of a report, in the order they were added."""
-    query = select(Attachment).where(Attachment.report_id == report_id)
-    return db.session.scalars(query.order_by(Attachment.seq)).all()
 
 
 @dataclass(frozen=True)

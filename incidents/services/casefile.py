@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import io
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from sqlalchemy import select
 
@@ -116,6 +117,30 @@ def _data_key_for(
     return envelope_data_key(envelope_id, private_key=private_key)
 
 
+EnvelopeRow = TypeVar("EnvelopeRow", Addition, Message)
+
+
+def _open_envelopes(
+    model: type[EnvelopeRow],
+    report_id: uuid.UUID,
+    *,
+    sealed: Callable[[EnvelopeRow], bytes],
+    field: str,
+    private_key: crypto.PrivateKey,
+) -> list[tuple[EnvelopeRow, str]]:
+    """Rows of a case's additions or replies, in order, with the text this key can open."""
+    rows = db.session.scalars(
+        select(model).where(model.report_id == report_id).order_by(model.seq)
+    ).all()
+    opened = []
+    for row in rows:
+        key = envelope_data_key(row.id, private_key=private_key)
+        if key is not None:
+            text = crypto.open_field(sealed(row), data_key=key, report_id=row.id, name=field)
+            opened.append((row, text))
+    return opened
+
+
 def open_case(report_id: uuid.UUID, *, private_key: crypto.PrivateKey) -> CaseFile:
     """Decrypt the report and everything attached to it that is wrapped to ``private_key``."""
     report = _report(report_id)
@@ -127,17 +152,13 @@ def open_case(report_id: uuid.UUID, *, private_key: crypto.PrivateKey) -> CaseFi
             for name, blob in report.sealed_fields().items()
         }
     )
-    additions = []
-    for addition in db.session.scalars(
-        select(Addition).where(Addition.report_id == report_id).order_by(Addition.seq)
-    ).all():
-        key = envelope_data_key(addition.id, private_key=private_key)
-        if key is None:
-            continue
-        text = crypto.open_field(
-            addition.text_sealed, data_key=key, report_id=addition.id, name=ADDITION_FIELD
+    additions = [
+        OpenedAddition(row.seq, row.received_on.isoformat(), text)
+        for row, text in _open_envelopes(
+            Addition, report_id, sealed=lambda r: r.text_sealed, field=ADDITION_FIELD,
+            private_key=private_key,
         )
-        additions.append(OpenedAddition(addition.seq, addition.received_on.isoformat(), text))
+    ]  # fmt: skip
     attachments = []
     for row in db.session.scalars(
         select(Attachment).where(Attachment.report_id == report_id).order_by(Attachment.seq)
@@ -149,17 +170,13 @@ def open_case(report_id: uuid.UUID, *, private_key: crypto.PrivateKey) -> CaseFi
         attachments.append(
             OpenedAttachment(row.seq, row.padded_size, meta.name, meta.type, meta.size, meta.sha256)
         )
-    replies = []
-    for message in db.session.scalars(
-        select(Message).where(Message.report_id == report_id).order_by(Message.seq)
-    ).all():
-        key = envelope_data_key(message.id, private_key=private_key)
-        if key is None:
-            continue
-        body = crypto.open_field(
-            message.body_sealed, data_key=key, report_id=message.id, name=REPLY_FIELD
+    replies = [
+        OpenedReply(row.seq, row.created_on.isoformat(), text)
+        for row, text in _open_envelopes(
+            Message, report_id, sealed=lambda r: r.body_sealed, field=REPLY_FIELD,
+            private_key=private_key,
         )
-        replies.append(OpenedReply(message.seq, message.created_on.isoformat(), body))
+    ]  # fmt: skip
     return CaseFile(
         shell=shell_of(report),
         sealed=sealed,

@@ -21,7 +21,7 @@ from incidents.db import db
 from incidents.keyring import Keyring
 from incidents.models import SEALED_FIELDS, RecipientKey, Report, Wrap
 from incidents.services.attachments import add_attachment_rows, delete_files, publish_files
-from incidents.services.errors import NoWrapForKeyError, ReportNotFoundError, ReportNotSavedError
+from incidents.services.errors import ReportNotSavedError
 from incidents.uploads import UploadBatch
 
 
@@ -78,18 +78,6 @@ class ReportShell:
     def to_dict(self) -> dict[str, object]:
         """Return the shell as a JSON-ready dictionary."""
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class OpenedReport:
-    """A decrypted report: shell plus sealed values. Never written back anywhere."""
-
-    shell: ReportShell
-    sealed: dict[str, str]
-
-    def to_dict(self) -> dict[str, object]:
-        """Return shell and decrypted fields as one JSON-ready dictionary."""
-        return {**self.shell.to_dict(), "sealed": dict(self.sealed)}
 
 
 def occurred_period(occurred_on: date, precision: str) -> str:
@@ -218,23 +206,6 @@ def list_report_shells() -> Sequence[ReportShell]:
     """Return the shells of all reports, newest received first (ties in random-id order)."""
     rows = db.session.scalars(select(Report).order_by(Report.received_on.desc(), Report.id)).all()
     return [shell_of(row) for row in rows]
-
-
-def open_stored_report(report_id: uuid.UUID, *, private_key: crypto.PrivateKey) -> OpenedReport:
-    """Decrypt a stored report with a private key; raise domain or crypto errors."""
-    report = db.session.get(Report, report_id)
-    if report is None:
-        raise ReportNotFoundError(f"no report {report_id}")
-    wrap = db.session.get(Wrap, (report_id, private_key.key_id.hex()))
-    if wrap is None:
-        raise NoWrapForKeyError(f"report {report_id} is not wrapped to this key")
-    values = dict.fromkeys(SEALED_FIELDS, "")  # erased values open as empty text
-    values.update(
-        crypto.open_report(
-            report.sealed_fields(), report_id=report_id, wrap=wrap.blob, private_key=private_key
-        )
-    )
-    return OpenedReport(shell=shell_of(report), sealed=values)
 
 
 def shell_of(report: Report) -> ReportShell:

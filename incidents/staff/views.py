@@ -21,7 +21,6 @@ import segno
 from flask import (
     Blueprint,
     abort,
-    current_app,
     flash,
     redirect,
     render_template,
@@ -37,10 +36,11 @@ from markupsafe import Markup
 from sqlalchemy import select
 
 from incidents import audit, clock, vocabulary
+from incidents.appstate import current_keyring, current_settings
 from incidents.db import db
 from incidents.extensions import limiter
 from incidents.i18n import translated
-from incidents.keyring import Keyring, KeyringCache
+from incidents.keyring import Keyring
 from incidents.models import AuditEvent, User
 from incidents.services import (
     accounts,
@@ -124,11 +124,10 @@ def _home() -> str:
     return url_for(HOME_BY_ROLE[identity.role]) if identity else url_for("staff.login")
 
 
-def _keyring() -> Keyring | None:
-    """The organizer keyring, or None while it is unavailable."""
-    cache: KeyringCache = current_app.extensions["incidents.keyring"]
+def _keyring_or_none() -> Keyring | None:
+    """The current keyring, or None while the organizer key is unusable."""
     try:
-        return cache.get()
+        return current_keyring()
     except KeyUnavailableError:
         return None
 
@@ -634,7 +633,7 @@ def upload_key() -> ResponseReturnValue:
         return redirect(url_for("staff.keys"))
     data = form.key_file.data.read(recipients.MAX_KEY_FILE_BYTES + 1)
     try:
-        row = recipients.register_key(current_staff(), data, keyring=_keyring())
+        row = recipients.register_key(current_staff(), data, keyring=_keyring_or_none())
     except recipients.KeyRegistrationError as exc:
         db.session.rollback()
         flash(translated(exc), "error")
@@ -716,7 +715,7 @@ def audit_log() -> ResponseReturnValue:
 
 def _export_budget() -> tuple[Decimal, Decimal]:
     """The ε of one export and the yearly cap, from the settings."""
-    settings = current_app.extensions["incidents.settings"]
+    settings = current_settings()
     return Decimal(settings.export_epsilon), Decimal(settings.export_yearly_cap)
 
 
@@ -775,7 +774,7 @@ def request_export() -> ResponseReturnValue:
 def approve_export(request_id: uuid.UUID) -> ResponseReturnValue:
     """Run an approved export (the ledger is charged first)."""
     if forms.ConfirmForm().validate_on_submit():
-        settings = current_app.extensions["incidents.settings"]
+        settings = current_settings()
         cost, cap = _export_budget()
         _run(
             lambda: export_requests.approve(
@@ -824,7 +823,7 @@ def refuse_export(request_id: uuid.UUID) -> ResponseReturnValue:
 def publish_timeline(request_id: uuid.UUID) -> ResponseReturnValue:
     """Show an approved P1 export on the public timeline."""
     if forms.ConfirmForm().validate_on_submit():
-        settings = current_app.extensions["incidents.settings"]
+        settings = current_settings()
         _run(
             lambda: timeline_page.publish(
                 request_id, organizer=current_staff(), instance_path=settings.instance_path
@@ -857,7 +856,7 @@ def public_timeline() -> ResponseReturnValue:
 @role_required("ngo")
 def download_export(request_id: uuid.UUID) -> ResponseReturnValue:
     """The requesting NGO downloads its approved package (for 14 days)."""
-    settings = current_app.extensions["incidents.settings"]
+    settings = current_settings()
     try:
         path = export_requests.download_path(
             request_id, user=current_staff(), instance_path=settings.instance_path

@@ -31,7 +31,8 @@ from incidents import create_app
 from incidents.config import Settings
 from incidents.db import db
 from incidents.models import RecipientKey, Report, Wrap
-from incidents.services.reports import list_report_shells, open_stored_report
+from incidents.services.casefile import open_case
+from incidents.services.reports import list_report_shells
 from tests.browser.conftest import DESKTOP, PHONE, Offline, serving
 from tests.conftest import KeyFiles, require_service
 
@@ -332,7 +333,7 @@ def test_witness_files_a_report_in_russian_without_javascript_and_nothing_leaks(
 
     # And: the organizer key opens the report and gives back every value
     with app.app_context():
-        opened = open_stored_report(uuid.UUID(shell.id), private_key=organizer.private_key)
+        opened = open_case(uuid.UUID(shell.id), private_key=organizer.private_key)
     sealed = {name: value.replace("\r\n", "\n") for name, value in opened.sealed.items()}
     assert sealed == {
         "occurred_on": UNUSUAL_DATE,

@@ -27,8 +27,8 @@ from incidents import crypto
 from incidents.db import db
 from incidents.models import Assignment, AuditEvent, Report, StatusChange, User, Wrap
 from incidents.services import cases, recipients
+from incidents.services.casefile import open_case
 from incidents.services.errors import NoWrapForKeyError
-from incidents.services.reports import open_stored_report
 from tests.conftest import KeyFiles
 from tests.factories import (
     StaffAccount,
@@ -279,7 +279,7 @@ def test_a_real_key_grant_gives_the_volunteer_cryptographic_access(
         assert submit_report(witness, narrative=f"I saw {phrase}").status_code == 200
     with app.app_context():
         by_narrative = {
-            open_stored_report(rid, private_key=organizer.private_key).sealed["narrative"]: rid
+            open_case(rid, private_key=organizer.private_key).sealed["narrative"]: rid
             for rid in db.session.scalars(select(Report.id)).all()
         }
     raw_report, base64_report = (by_narrative[f"I saw {phrase}"] for phrase in phrases)
@@ -297,7 +297,7 @@ def test_a_real_key_grant_gives_the_volunteer_cryptographic_access(
     cases_page = volunteer_client.get("/staff/cases")
     assert access_on_cases_page(cases_page) == ["awaiting key grant", "awaiting key grant"]
     with app.app_context(), pytest.raises(NoWrapForKeyError):
-        open_stored_report(raw_report, private_key=volunteer_key)
+        open_case(raw_report, private_key=volunteer_key)
 
     # When: the organizer's desk re-wraps each report key to the volunteer's key, and the grant
     # files are recorded: one as raw bytes, one as base64 text
@@ -534,7 +534,7 @@ def test_remove_and_revoke_deletes_the_assignment_and_the_volunteers_wrap(
     assert str(report) not in cases_page
     assert "No cases are assigned to you." in cases_page
     with app.app_context(), pytest.raises(NoWrapForKeyError):
-        open_stored_report(report, private_key=volunteer_key)
+        open_case(report, private_key=volunteer_key)
 
     # And: the old grant cannot be recorded again, and revoking twice is refused
     assert flashed(upload_grant(client, report, grant)) == [
