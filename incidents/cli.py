@@ -427,9 +427,26 @@ def audit_verify() -> None:
 # --------------------------------------------------------------------------- exports
 
 
+def export_range_options(command: Callable[P, R]) -> Callable[P, R]:
+    """The options every export command shares: quarters, destination and ledger actor."""
+    for option in reversed(
+        (
+            click.option("--from", "first", required=True, help="First quarter, e.g. 2025Q1."),
+            click.option(
+                "--to", "last", required=True, help="Last quarter (must be closed), e.g. 2025Q4."
+            ),
+            click.option("--out", "out", type=click.Path(path_type=Path), required=True),
+            click.option(
+                "--actor", default="cli", show_default=True, help="Who runs it, for the ledger."
+            ),
+        )
+    ):
+        command = option(command)
+    return command
+
+
 @export_cli.command("counts")
-@click.option("--from", "first", required=True, help="First quarter, e.g. 2025Q1.")
-@click.option("--to", "last", required=True, help="Last quarter (must be closed), e.g. 2025Q4.")
+@export_range_options
 @click.option(
     "--by",
     "by",
@@ -437,9 +454,7 @@ def audit_verify() -> None:
     default=None,
     help="Also break the counts down by country (fixed public list plus 'other').",
 )
-@click.option("--out", "out", type=click.Path(path_type=Path), required=True)
 @click.option("--epsilon", default=None, help="Privacy cost of this export (default: settings).")
-@click.option("--actor", default="cli", show_default=True, help="Who runs it, for the ledger.")
 @clear_errors
 def export_counts(
     first: str, last: str, by: str | None, out: Path, epsilon: str | None, actor: str
@@ -480,11 +495,8 @@ def export_counts(
 
 
 @export_cli.command("suppressed")
-@click.option("--from", "first", required=True, help="First quarter, e.g. 2025Q1.")
-@click.option("--to", "last", required=True, help="Last quarter (must be closed), e.g. 2025Q4.")
+@export_range_options
 @click.option("--by", "by", type=click.Choice(["country"]), default=None)
-@click.option("--out", "out", type=click.Path(path_type=Path), required=True)
-@click.option("--actor", default="cli", show_default=True, help="Who runs it, for the ledger.")
 @clear_errors
 def export_suppressed(first: str, last: str, by: str | None, out: Path, actor: str) -> None:
     """P3: exact counts with cells 1-9 hidden and secondary suppression (vetted partners)."""
@@ -509,10 +521,7 @@ def export_suppressed(first: str, last: str, by: str | None, out: Path, actor: s
 
 
 @export_cli.command("timeline")
-@click.option("--from", "first", required=True, help="First quarter, e.g. 2025Q1.")
-@click.option("--to", "last", required=True, help="Last quarter (must be closed), e.g. 2025Q4.")
-@click.option("--out", "out", type=click.Path(path_type=Path), required=True)
-@click.option("--actor", default="cli", show_default=True, help="Who runs it, for the ledger.")
+@export_range_options
 @clear_errors
 def export_timeline(first: str, last: str, out: Path, actor: str) -> None:
     """P2: one generalized row per incident, k >= 10 and l >= 2 (vetted partners)."""
