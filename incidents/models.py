@@ -372,3 +372,39 @@ class SiteSetting(Base):
 
     key: Mapped[str] = mapped_column(String(40), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class ApiToken(Base):
+    """A staff member's personal token for the desk's JSON API (stored only as a SHA-256 hash)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    label: Mapped[str] = mapped_column(String(60))
+    created_on: Mapped[date] = mapped_column(Date)
+    expires_on: Mapped[date] = mapped_column(Date)
+    last_used_on: Mapped[date | None] = mapped_column(Date, default=None)
+    revoked_on: Mapped[date | None] = mapped_column(Date, default=None)
+
+
+class Note(Base):
+    """A staff note on a case, sealed on a desk to the organizer and the assigned volunteers.
+
+    Like additions and replies, each note is its own envelope: its data key is wrapped in
+    ``envelope_wraps`` (envelope id = note id).
+    """
+
+    __tablename__ = "notes"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    report_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("reports.id", ondelete="CASCADE"), index=True
+    )
+    seq: Mapped[int] = mapped_column(Integer)
+    created_on: Mapped[date] = mapped_column(Date)
+    author_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
+    body_sealed: Mapped[bytes] = mapped_column(LargeBinary)

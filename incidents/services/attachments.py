@@ -104,8 +104,17 @@ class AttachmentMeta:
 
 def open_meta(row: Attachment, *, data_key: bytes) -> AttachmentMeta:
     """Decrypt an attachment's metadata with the data key of its envelope."""
+    return open_meta_blob(
+        row.meta_sealed, attachment_id=row.id, envelope_id=row.envelope_id, data_key=data_key
+    )
+
+
+def open_meta_blob(
+    blob: bytes, *, attachment_id: uuid.UUID, envelope_id: uuid.UUID, data_key: bytes
+) -> AttachmentMeta:
+    """Decrypt sealed attachment metadata (bound to the attachment and its envelope)."""
     raw = crypto.open_bytes(
-        row.meta_sealed, data_key=data_key, report_id=row.envelope_id, name=meta_field_name(row.id)
+        blob, data_key=data_key, report_id=envelope_id, name=meta_field_name(attachment_id)
     )
     values = json.loads(raw)
     return AttachmentMeta(

@@ -8,28 +8,28 @@ from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO
 
 from sqlalchemy import select
 
 from incidents import crypto
+from incidents.bundle import BundleError, unb64
 from incidents.db import db
 from incidents.models import (
     SEALED_FIELDS,
-    Addition,
     Attachment,
     EnvelopeWrap,
-    Message,
     Report,
     Wrap,
 )
-from incidents.services.attachments import AttachmentMeta, decrypt_to, open_meta
+from incidents.services.attachments import AttachmentMeta, decrypt_to, open_meta_blob
+from incidents.services.bundles import case_bundle
 from incidents.services.errors import NoWrapForKeyError, ReportNotFoundError
-from incidents.services.followup import ADDITION_FIELD, REPLY_FIELD
-from incidents.services.reports import ReportShell, shell_of
+from incidents.services.followup import ADDITION_FIELD, NOTE_FIELD, REPLY_FIELD
+from incidents.services.reports import ReportShell
 from incidents.uploads import attachment_directory
 
 
@@ -61,6 +61,17 @@ class OpenedReply:
     seq: int
     written_on: str
     body: str
+    author: str = ""
+
+
+@dataclass(frozen=True)
+class OpenedNote:
+    """A decrypted staff note."""
+
+    seq: int
+    written_on: str
+    author: str
+    body: str
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,8 @@ class CaseFile:
     additions: list[OpenedAddition] = field(default_factory=list)
     attachments: list[OpenedAttachment] = field(default_factory=list)
     replies: list[OpenedReply] = field(default_factory=list)
+    notes: list[OpenedNote] = field(default_factory=list)
+    status_history: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form (for ``reports open``)."""
@@ -81,6 +94,7 @@ class CaseFile:
             "additions": [asdict(item) for item in self.additions],
             "attachments": [asdict(item) for item in self.attachments],
             "replies": [asdict(item) for item in self.replies],
+            "notes": [asdict(item) for item in self.notes],
         }
 
 
@@ -117,73 +131,121 @@ def _data_key_for(
     return envelope_data_key(envelope_id, private_key=private_key)
 
 
-EnvelopeRow = TypeVar("EnvelopeRow", Addition, Message)
+def bundle_data_keys(
+    bundle: Mapping[str, Any], *, private_key: crypto.PrivateKey
+) -> dict[uuid.UUID, bytes]:
+    """Every data key of a bundle that ``private_key`` can unwrap, by envelope id.
+
+    Raises NoWrapForKeyError when the report itself is not wrapped to the key, and
+    crypto.CryptoError when a wrap fails to open (tampered, moved, or for another key).
+    """
+    report_id = uuid.UUID(bundle["report_id"])
+    if not bundle.get("wrap"):
+        raise NoWrapForKeyError(f"report {report_id} is not wrapped to this key")
+    keys = {
+        report_id: crypto.unwrap_data_key(
+            unb64(bundle["wrap"]), report_id=report_id, private_key=private_key
+        )
+    }
+    for kind in ENVELOPE_KINDS:
+        for entry in bundle.get(kind, []):
+            if entry.get("wrap"):
+                envelope_id = uuid.UUID(entry["id"])
+                keys[envelope_id] = crypto.unwrap_data_key(
+                    unb64(entry["wrap"]), report_id=envelope_id, private_key=private_key
+                )
+    return keys
 
 
-def _open_envelopes(
-    model: type[EnvelopeRow],
-    report_id: uuid.UUID,
-    *,
-    sealed: Callable[[EnvelopeRow], bytes],
-    field: str,
-    private_key: crypto.PrivateKey,
-) -> list[tuple[EnvelopeRow, str]]:
-    """Rows of a case's additions or replies, in order, with the text this key can open."""
-    rows = db.session.scalars(
-        select(model).where(model.report_id == report_id).order_by(model.seq)
-    ).all()
+ENVELOPE_KINDS = ("additions", "replies", "notes")
+ENVELOPE_FIELDS = {"additions": ADDITION_FIELD, "replies": REPLY_FIELD, "notes": NOTE_FIELD}
+
+
+def _open_entries(
+    bundle: Mapping[str, Any], kind: str, keys: Mapping[uuid.UUID, bytes]
+) -> list[tuple[dict[str, Any], str]]:
+    """The entries of one envelope kind that the keys open, with their text, in order."""
     opened = []
-    for row in rows:
-        key = envelope_data_key(row.id, private_key=private_key)
-        if key is not None:
-            text = crypto.open_field(sealed(row), data_key=key, report_id=row.id, name=field)
-            opened.append((row, text))
+    for entry in sorted(bundle.get(kind, []), key=lambda item: int(item["seq"])):
+        envelope_id = uuid.UUID(entry["id"])
+        if envelope_id in keys:
+            text = crypto.open_field(
+                unb64(entry["sealed"]),
+                data_key=keys[envelope_id],
+                report_id=envelope_id,
+                name=ENVELOPE_FIELDS[kind],
+            )
+            opened.append((entry, text))
     return opened
+
+
+def open_bundle(bundle: Mapping[str, Any], *, private_key: crypto.PrivateKey) -> CaseFile:
+    """Decrypt a case bundle (see ``incidents.bundle``) with ``private_key``.
+
+    Everything decrypted lives only in the returned CaseFile. Raises NoWrapForKeyError when the
+    report is not wrapped to the key, crypto.CryptoError when anything fails authentication,
+    and BundleError when the bundle is malformed.
+    """
+    try:
+        return _open_bundle(bundle, private_key=private_key)
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, crypto.CryptoError):
+            raise
+        raise BundleError("the case bundle is malformed") from exc
+
+
+def _open_bundle(bundle: Mapping[str, Any], *, private_key: crypto.PrivateKey) -> CaseFile:
+    """open_bundle without the translation of malformed input into BundleError."""
+    report_id = uuid.UUID(bundle["report_id"])
+    keys = bundle_data_keys(bundle, private_key=private_key)
+    sealed = dict.fromkeys(SEALED_FIELDS, "")  # erased values open as empty text
+    for name, blob in bundle["sealed"].items():
+        if name not in SEALED_FIELDS:
+            raise BundleError(f"unknown sealed field {name!r}")
+        sealed[name] = crypto.open_field(
+            unb64(blob), data_key=keys[report_id], report_id=report_id, name=name
+        )
+    attachments = []
+    for entry in sorted(bundle.get("attachments", []), key=lambda item: int(item["seq"])):
+        envelope_id = uuid.UUID(entry["envelope_id"])
+        if envelope_id not in keys:
+            continue
+        meta = open_meta_blob(
+            unb64(entry["meta"]),
+            attachment_id=uuid.UUID(entry["id"]),
+            envelope_id=envelope_id,
+            data_key=keys[envelope_id],
+        )
+        attachments.append(
+            OpenedAttachment(
+                int(entry["seq"]), int(entry["padded_size"]), meta.name, meta.type, meta.size,
+                meta.sha256,
+            )
+        )  # fmt: skip
+    return CaseFile(
+        shell=ReportShell(**bundle["shell"]),
+        sealed=sealed,
+        additions=[
+            OpenedAddition(int(entry["seq"]), entry["on"], text)
+            for entry, text in _open_entries(bundle, "additions", keys)
+        ],
+        attachments=attachments,
+        replies=[
+            OpenedReply(int(entry["seq"]), entry["on"], text, entry.get("author", ""))
+            for entry, text in _open_entries(bundle, "replies", keys)
+        ],
+        notes=[
+            OpenedNote(int(entry["seq"]), entry["on"], entry.get("author", ""), text)
+            for entry, text in _open_entries(bundle, "notes", keys)
+        ],
+        status_history=list(bundle.get("status_history", [])),
+    )
 
 
 def open_case(report_id: uuid.UUID, *, private_key: crypto.PrivateKey) -> CaseFile:
     """Decrypt the report and everything attached to it that is wrapped to ``private_key``."""
-    report = _report(report_id)
-    report_key = report_data_key(report_id, private_key=private_key)
-    sealed = dict.fromkeys(SEALED_FIELDS, "")  # erased values open as empty text
-    sealed.update(
-        {
-            name: crypto.open_field(blob, data_key=report_key, report_id=report_id, name=name)
-            for name, blob in report.sealed_fields().items()
-        }
-    )
-    additions = [
-        OpenedAddition(row.seq, row.received_on.isoformat(), text)
-        for row, text in _open_envelopes(
-            Addition, report_id, sealed=lambda r: r.text_sealed, field=ADDITION_FIELD,
-            private_key=private_key,
-        )
-    ]  # fmt: skip
-    attachments = []
-    for row in db.session.scalars(
-        select(Attachment).where(Attachment.report_id == report_id).order_by(Attachment.seq)
-    ).all():
-        key = _data_key_for(row.envelope_id, report_id, report_key, private_key)
-        if key is None:
-            continue
-        meta = open_meta(row, data_key=key)
-        attachments.append(
-            OpenedAttachment(row.seq, row.padded_size, meta.name, meta.type, meta.size, meta.sha256)
-        )
-    replies = [
-        OpenedReply(row.seq, row.created_on.isoformat(), text)
-        for row, text in _open_envelopes(
-            Message, report_id, sealed=lambda r: r.body_sealed, field=REPLY_FIELD,
-            private_key=private_key,
-        )
-    ]  # fmt: skip
-    return CaseFile(
-        shell=shell_of(report),
-        sealed=sealed,
-        additions=additions,
-        attachments=attachments,
-        replies=replies,
-    )
+    bundle = case_bundle(_report(report_id), key_id=private_key.key_id.hex(), keyring=None)
+    return open_bundle(bundle, private_key=private_key)
 
 
 def open_attachment(

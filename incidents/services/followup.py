@@ -40,6 +40,7 @@ from incidents.uploads import UploadBatch
 
 ADDITION_FIELD = "text"
 REPLY_FIELD = "body"
+NOTE_FIELD = "body"
 _DUMMY_RECEIPT = "0" * crypto.RECEIPT_SYMBOLS
 
 PLAIN_STATUS = {
