@@ -19,6 +19,11 @@ def current_settings() -> Settings:
 
 
 def current_keyring() -> Keyring:
-    """The keyring reports are sealed to; raises KeyUnavailableError (answered with 503)."""
+    """The keyring reports are sealed to; raises KeyUnavailableError (answered with 503).
+
+    Includes the effect of an organizer key rotation recorded in the database.
+    """
+    from incidents.services.organizer_keys import effective_keyring
+
     cache: KeyringCache = current_app.extensions["incidents.keyring"]
-    return cache.get()
+    return effective_keyring(cache, configured_pin=current_settings().organizer_key_id)

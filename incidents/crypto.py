@@ -68,6 +68,7 @@ LABEL_FINGERPRINT = b"incidents/v1/fingerprint"
 LABEL_FIELD = b"incidents/v1/field"
 LABEL_WRAP = b"incidents/v1/wrap"
 LABEL_KEY_FILE = b"incidents/v1/key-file"
+LABEL_POSSESSION = b"incidents/v1/possession"
 LABEL_RECEIPT_SALT = b"incidents/v1/receipt"
 LABEL_RECEIPT_LOOKUP = b"lookup-token"
 LABEL_RECEIPT_WITNESS_KEY = b"witness-key-seed"
@@ -572,6 +573,16 @@ def seal_bytes(
     return _header(FIELD_SUITE_AES256GCM) + nonce + ciphertext
 
 
+def check_sealed_field(blob: bytes) -> None:
+    """Check that ``blob`` looks like a sealed field (version, suite, length) without opening it.
+
+    For the server, which stores fields sealed on a desk but holds no key to open them.
+    """
+    _check_header(blob, allowed_suites=(FIELD_SUITE_AES256GCM,), what="sealed field")
+    if len(blob) < 2 + NONCE_LENGTH + 16 + SHORT_FIELD_FLOOR:
+        raise FormatError("sealed field is truncated")
+
+
 def open_bytes(blob: bytes, *, data_key: bytes, report_id: uuid.UUID, name: str) -> bytes:
     """Decrypt a sealed field to bytes; raise DecryptionError or FormatError."""
     _check_header(blob, allowed_suites=(FIELD_SUITE_AES256GCM,), what="sealed field")
@@ -643,6 +654,29 @@ def unwrap_data_key(blob: bytes, *, report_id: uuid.UUID, private_key: PrivateKe
     if len(data_key) != DATA_KEY_LENGTH:
         raise FormatError("wrapped data key has the wrong length")
     return data_key
+
+
+# --------------------------------------------------------------------------- proof of possession
+
+POSSESSION_CHALLENGE_ID = uuid.UUID("6f1c2a54-8c1e-5b7e-9d43-5e0c1f2a7b90")
+"""Envelope id bound into possession challenges; never a report id (those are random v4)."""
+
+
+def new_possession_challenge(recipient: PublicKey) -> tuple[bytes, str]:
+    """A challenge only the holder of ``recipient``'s private key can answer.
+
+    Returns the challenge (a wrap of a random secret, bound to ``POSSESSION_CHALLENGE_ID`` so
+    that no report's wrap can be passed off as a challenge) and the expected answer.
+    """
+    secret = secrets.token_bytes(DATA_KEY_LENGTH)
+    blob = wrap_data_key(secret, report_id=POSSESSION_CHALLENGE_ID, recipient=recipient)
+    return blob, hashlib.sha256(LABEL_POSSESSION + secret).hexdigest()
+
+
+def answer_possession_challenge(blob: bytes, *, private_key: PrivateKey) -> str:
+    """Answer a possession challenge: a hash of its secret (the secret itself never leaves)."""
+    secret = unwrap_data_key(blob, report_id=POSSESSION_CHALLENGE_ID, private_key=private_key)
+    return hashlib.sha256(LABEL_POSSESSION + secret).hexdigest()
 
 
 # --------------------------------------------------------------------------- whole reports
@@ -728,6 +762,12 @@ def attachment_key(data_key: bytes, *, attachment_id: uuid.UUID) -> bytes:
 def padded_attachment_length(size: int) -> int:
     """Plaintext length after padding: max(64 KiB, PADME(size)), so sizes leak only a bucket."""
     return max(ATTACHMENT_FLOOR, padme_length(size))
+
+
+def stream_ciphertext_length(padded_size: int) -> int:
+    """Length of the STREAM blob of ``padded_size`` plaintext bytes: header plus sealed chunks."""
+    chunks = max(1, -(-padded_size // STREAM_CHUNK_SIZE))
+    return _STREAM_HEADER.size + padded_size + chunks * _TAG_LENGTH
 
 
 def _stream_nonce(prefix: bytes, counter: int, *, is_last: bool) -> bytes:

@@ -17,14 +17,18 @@ from incidents.services.errors import KeyUnavailableError
 
 @dataclass(frozen=True)
 class Keyring:
-    """Public keys every new report is sealed to (for now: the pinned organizer key)."""
+    """Public keys every new report is sealed to: the pinned organizer key, and while the
+    organizers rotate their key, the new key as well (``incoming``)."""
 
     organizer: crypto.PublicKey
+    incoming: crypto.PublicKey | None = None
 
     @property
     def recipients(self) -> tuple[crypto.PublicKey, ...]:
         """Keys that receive a wrap of every new report."""
-        return (self.organizer,)
+        if self.incoming is None:
+            return (self.organizer,)
+        return (self.organizer, self.incoming)
 
 
 def load_keyring(path: Path, *, pinned_key_id: str | None) -> Keyring:

@@ -10,15 +10,26 @@ their access on the server).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 from sqlalchemy import delete, select
 
 from incidents import audit, crypto
 from incidents.clock import now
 from incidents.db import db, forget_deleted_rows
-from incidents.models import Assignment, EnvelopeWrap, RecipientKey, Report, User, Wrap
+from incidents.models import (
+    Addition,
+    Assignment,
+    EnvelopeWrap,
+    Message,
+    Note,
+    RecipientKey,
+    Report,
+    User,
+    Wrap,
+)
 from incidents.services.errors import DomainError
 from incidents.services.recipients import active_key_of
 from incidents.services.reports import ReportShell, shell_of
@@ -170,15 +181,25 @@ def is_assigned(report_id: uuid.UUID, user: User) -> bool:
 def record_grant(report_id: uuid.UUID, blob: bytes, *, actor: User) -> str:
     """Store a wrap of the report key to an assigned volunteer's approved key (committed).
 
+    Returns the recipient key id; see ``stage_grant``.
+    """
+    key_id = stage_grant(get_report(report_id), blob, envelopes={}, actor=actor)
+    db.session.commit()
+    return key_id
+
+
+def stage_grant(
+    report: Report, blob: bytes, *, envelopes: Mapping[uuid.UUID, bytes], actor: User
+) -> str:
+    """Add (or replace) a volunteer's wrap of the report key, and of the keys of the report's
+    additions, replies and notes given in ``envelopes``, within the current transaction.
+
     The wrap's header names its recipient key; it must be the active key of a volunteer who is
-    assigned to the report. The server cannot check that the wrap opens (it holds no private
+    assigned to the report, and every envelope wrap must name the same key and belong to an
+    envelope of this report. The server cannot check that a wrap opens (it holds no private
     key), only that it is well formed and addressed correctly. Returns the recipient key id.
     """
-    report = get_report(report_id)
-    try:
-        key_id = crypto.wrap_key_id(blob).hex()
-    except crypto.FormatError as exc:
-        raise CaseError(N_("This is not a key grant of the register.")) from exc
+    key_id = _grant_key_id(blob)
     key = db.session.get(RecipientKey, key_id)
     if key is None or key.role != "volunteer" or key.owner_id is None:
         raise CaseError(N_("The grant is addressed to a key that is not a volunteer key."))
@@ -186,16 +207,50 @@ def record_grant(report_id: uuid.UUID, blob: bytes, *, actor: User) -> str:
         raise CaseError(N_("The grant is addressed to a key that is not approved."))
     if db.session.get(Assignment, (report.id, key.owner_id)) is None:
         raise CaseError(N_("The key's owner is not assigned to this report."))
-    existing = db.session.get(Wrap, (report.id, key_id))
-    if existing is None:
-        db.session.add(Wrap(report_id=report.id, key_id=key_id, blob=blob))
-    else:
-        existing.blob = blob
+    _upsert(Wrap, (report.id, key_id), report_id=report.id, key_id=key_id, blob=blob)
+    known = _envelope_ids(report.id)
+    for envelope_id, envelope_blob in envelopes.items():
+        if envelope_id not in known:
+            raise CaseError(N_("The grant names something that is not part of this report."))
+        if _grant_key_id(envelope_blob) != key_id:
+            raise CaseError(N_("The grant's wraps are addressed to different keys."))
+        _upsert(
+            EnvelopeWrap,
+            (envelope_id, key_id),
+            envelope_id=envelope_id,
+            key_id=key_id,
+            report_id=report.id,
+            blob=envelope_blob,
+        )
     audit.record(
         actor=actor.username,
         action="case.grant",
         target=str(report.id),
-        details={"key_id": key_id},
+        details={"key_id": key_id, "envelopes": len(envelopes)},
     )
-    db.session.commit()
     return key_id
+
+
+def _grant_key_id(blob: bytes) -> str:
+    """The recipient key id named in a wrap's header; CaseError if it is not a wrap."""
+    try:
+        return crypto.wrap_key_id(blob).hex()
+    except crypto.FormatError as exc:
+        raise CaseError(N_("This is not a key grant of the register.")) from exc
+
+
+def _upsert(model: type[Wrap] | type[EnvelopeWrap], key: tuple[object, ...], **values: Any) -> None:
+    """Insert a wrap row, or replace the blob of the existing one."""
+    existing = cast("Wrap | EnvelopeWrap | None", db.session.get(model, key))
+    if existing is None:
+        db.session.add(model(**values))
+    else:
+        existing.blob = values["blob"]
+
+
+def _envelope_ids(report_id: uuid.UUID) -> set[uuid.UUID]:
+    """Ids of the report's additions, replies and notes."""
+    ids: set[uuid.UUID] = set()
+    for model in (Addition, Message, Note):
+        ids.update(db.session.scalars(select(model.id).where(model.report_id == report_id)))
+    return ids
