@@ -99,6 +99,7 @@ def _init_extensions(app: Flask) -> None:
 def _register_blueprints(app: Flask) -> None:
     """Wire up blueprints, error handlers, upload teardown, headers, helpers and CLI."""
     from incidents import cli, errors, i18n, security
+    from incidents.api.views import bp as api_bp
     from incidents.intake.views import bp as intake_bp
     from incidents.staff.auth import configure_login
     from incidents.staff.views import bp as staff_bp
@@ -107,6 +108,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(intake_bp)
     app.register_blueprint(staff_bp)
     app.register_blueprint(exports_bp)
+    app.register_blueprint(api_bp)
     configure_login("staff.login")
     errors.register_error_handlers(app)
     app.teardown_request(discard_uncommitted)
