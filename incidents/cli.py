@@ -49,6 +49,7 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(users_cli)
     app.cli.add_command(audit_cli)
     app.cli.add_command(export_cli)
+    app.cli.add_command(desk_command)
 
 
 def clear_errors(command: Callable[P, R]) -> Callable[P, R]:
@@ -96,19 +97,21 @@ def new_passphrase() -> str:
     return passphrase
 
 
-def existing_passphrase() -> str:
+def existing_passphrase(prompt: str = "Passphrase of the key file") -> str:
     """Ask once for the passphrase of an existing key file (or read the environment)."""
     passphrase = os.environ.get(PASSPHRASE_VARIABLE)
     if passphrase is None:
-        passphrase = click.prompt("Passphrase of the key file", hide_input=True, err=True)
+        passphrase = click.prompt(prompt, hide_input=True, err=True)
     return passphrase
 
 
-def read_private_key(path: Path) -> crypto.PrivateKey:
+def read_private_key(
+    path: Path, *, prompt: str = "Passphrase of the key file"
+) -> crypto.PrivateKey:
     """Open a private key file with a passphrase; crypto errors propagate to ``clear_errors``."""
     text = _read_text(path, what="private key file")
     crypto.inspect_private_key_file(text)  # a clear FormatError before asking for a passphrase
-    return crypto.decrypt_private_key(text, passphrase=existing_passphrase())
+    return crypto.decrypt_private_key(text, passphrase=existing_passphrase(prompt))
 
 
 def read_public_key(path: Path) -> crypto.PublicKey:
@@ -639,3 +642,86 @@ def _announce_demo_key(demo: Path, public_key: crypto.PublicKey, passphrase: str
     ]
     for line in lines:
         click.echo(line)
+
+
+# --------------------------------------------------------------------------- desk
+
+DESK_TOKEN_VARIABLE = "INCIDENTS_DESK_TOKEN"  # noqa: S105 (the name of a variable, not a secret)
+
+
+def default_desk_cache() -> Path:
+    """Where a desk keeps its ciphertext cache unless told otherwise."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "incidents-desk"
+
+
+@click.command("desk")
+@click.option("--key", "key_path", type=click.Path(path_type=Path), required=True)
+@click.option("--server", "server_url", default=None, help="Server address (omit when air-gapped).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5001, show_default=True, type=int)
+@click.option("--cache", "cache_dir", type=click.Path(path_type=Path), default=None)
+def desk_command(
+    key_path: Path, server_url: str | None, host: str, port: int, cache_dir: Path | None
+) -> None:
+    """Start the desk on this computer: decrypt and work cases with your own key."""
+    from incidents.desk import DeskSettings, DeskStartError, create_desk_app
+
+    settings = DeskSettings(
+        key_path=key_path,
+        server_url=server_url,
+        cache_dir=cache_dir or default_desk_cache(),
+        host=host,
+        port=port,
+    )
+    try:
+        desk = create_desk_app(settings)
+    except DeskStartError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"Desk for key {desk.extensions['incidents.desk'].key_id}")
+    click.echo(f"Open http://{host}:{port}/ in your browser. Stop with Ctrl+C.")
+    desk.run(host=host, port=port, debug=False, use_reloader=False, threaded=True)
+
+
+@keys_cli.command("rotate")
+@click.option("--old", "old_path", type=click.Path(path_type=Path), required=True)
+@click.option("--new", "new_path", type=click.Path(path_type=Path), required=True)
+@click.option("--server", "server_url", required=True)
+@clear_errors
+def keys_rotate(old_path: Path, new_path: Path, server_url: str) -> None:
+    """Re-wrap every report to a new organizer key, then move the server's pin to it."""
+    from incidents.desk.client import DeskClientError, ServerClient, UrllibTransport
+    from incidents.desk.rotation import RotationRefusedError, rotate_organizer_key
+
+    old = read_private_key(old_path, prompt="Passphrase of the OLD key file")
+    new = read_private_key(new_path, prompt="Passphrase of the NEW key file")
+    token = os.environ.get(DESK_TOKEN_VARIABLE) or click.prompt(
+        "API token", hide_input=True, err=True
+    )
+    transport = UrllibTransport(server_url)
+
+    def make_client(key_id: str) -> ServerClient:
+        """A client presenting ``key_id``."""
+        return ServerClient(transport, token=token, key_id=key_id)
+
+    with click.progressbar(length=1, label="Re-wrapping", file=sys.stderr) as bar:
+
+        def progress(done: int, total: int) -> None:
+            """Advance the bar."""
+            bar.length = max(total, 1)
+            bar.update(done - bar.pos)
+
+        try:
+            result = rotate_organizer_key(make_client, old=old, new=new, progress=progress)
+        except (DeskClientError, RotationRefusedError) as exc:
+            raise click.ClickException(
+                f"{exc}. Nothing is lost: run the same command again to continue."
+            ) from exc
+    if result.already_done:
+        click.echo(f"The rotation was already finished; the pin is {result.organizer_key_id}.")
+    else:
+        click.echo(f"{result.rewrapped} wraps moved; the pin is now {result.organizer_key_id}.")
+    click.echo(
+        "Now set INCIDENTS_ORGANIZER_KEY_ID and the organizer public key file to the new key, "
+        "and keep the old key file until you have checked that reports open with the new one."
+    )

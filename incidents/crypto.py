@@ -656,6 +656,20 @@ def unwrap_data_key(blob: bytes, *, report_id: uuid.UUID, private_key: PrivateKe
     return data_key
 
 
+# --------------------------------------------------------------------------- desk storage
+
+LABEL_DESK_STORAGE = b"incidents/v1/desk-storage"
+DESK_STORAGE_ID = uuid.UUID("0b6c3f7e-2d4a-5e91-8f3b-7a1d2c9e4f60")
+
+
+def desk_storage_key(private_key: PrivateKey) -> bytes:
+    """A symmetric key for what a desk keeps about itself (e.g. its API token), derived from the
+    private key's seed: readable only while the desk is unlocked."""
+    return HKDF(
+        algorithm=hashes.SHA256(), length=DATA_KEY_LENGTH, salt=None, info=LABEL_DESK_STORAGE
+    ).derive(private_key.seed)
+
+
 # --------------------------------------------------------------------------- proof of possession
 
 POSSESSION_CHALLENGE_ID = uuid.UUID("6f1c2a54-8c1e-5b7e-9d43-5e0c1f2a7b90")

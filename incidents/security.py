@@ -27,9 +27,10 @@ CONTENT_SECURITY_POLICY = "; ".join(
 PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
 
 
-def register_security_headers(app: Flask) -> None:
-    """Add the security headers to every response of ``app``."""
-    is_production = app.extensions["incidents.settings"].is_production
+def register_security_headers(app: Flask, *, is_production: bool | None = None) -> None:
+    """Add the security headers to every response of ``app`` (the server's or the desk's)."""
+    if is_production is None:
+        is_production = bool(app.extensions["incidents.settings"].is_production)
 
     @app.after_request
     def add_security_headers(response: Response) -> Response:

@@ -121,6 +121,7 @@ def note_recipients(report: Report, *, keyring: Keyring) -> list[dict[str, str]]
         {
             "key_id": key.key_id_hex,
             "role": "organizer",
+            "user_id": "",
             "username": "",
             "public_key": b64(key.to_bytes()),
             "fingerprint": key.fingerprint,
@@ -140,6 +141,7 @@ def note_recipients(report: Report, *, keyring: Keyring) -> list[dict[str, str]]
                 {
                     "key_id": key.key_id,
                     "role": "volunteer",
+                    "user_id": str(user.id),
                     "username": user.username,
                     "public_key": b64(key.public_key),
                     "fingerprint": key.fingerprint,
