@@ -17,7 +17,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, NotFound
 
-from incidents import crypto
+from incidents import audit, crypto
 from incidents.appstate import current_keyring, current_settings
 from incidents.bundle import BundleError, b64, unb64
 from incidents.db import db
@@ -105,6 +105,12 @@ def _user() -> User:
     return user
 
 
+def _audit(action: str, target: str, **details: str | int) -> None:
+    """Record a bundle or attachment download in the audit log (committed)."""
+    audit.record(actor=_user().username, action=action, target=target, details=details)
+    db.session.commit()
+
+
 def _json_body() -> dict[str, Any]:
     """The request's JSON object, or BundleError."""
     body = request.get_json(silent=True)
@@ -151,6 +157,8 @@ def case_list() -> ResponseReturnValue:
     page = bundles.bundle_page(
         _user(), key_id=g.key_id, keyring=current_keyring(), after=after, limit=limit
     )
+    if after is None:
+        _audit("bundle.sync", g.key_id, cases=bundles.count_visible(_user()))
     following = page[-1]["report_id"] if len(page) == limit else None
     return jsonify({"cases": page, "next": following})
 
@@ -160,7 +168,9 @@ def case_list() -> ResponseReturnValue:
 def case(report_id: uuid.UUID) -> ResponseReturnValue:
     """One case bundle."""
     report = _visible(report_id)
-    return jsonify(bundles.case_bundle(report, key_id=g.key_id, keyring=current_keyring()))
+    bundle = bundles.case_bundle(report, key_id=g.key_id, keyring=current_keyring())
+    _audit("bundle.case", str(report_id), key_id=g.key_id)
+    return jsonify(bundle)
 
 
 def _visible(report_id: uuid.UUID) -> Report:
@@ -180,6 +190,7 @@ def attachment(report_id: uuid.UUID, attachment_id: uuid.UUID) -> ResponseReturn
     if row is None or row.report_id != report_id:
         raise NotFound()
     path = attachment_directory(current_settings().instance_path) / row.id.hex
+    _audit("attachment.download", str(report_id), key_id=g.key_id)
     return Response(path.read_bytes(), mimetype="application/octet-stream")
 
 
