@@ -36,6 +36,7 @@ from incidents.services.casefile import open_bundle
 from incidents.services.desk_outputs import VOLUNTEER_TRANSITIONS
 from incidents.services.errors import NoWrapForKeyError
 from incidents.services.triage import TRANSITIONS
+from incidents.workcopy import IMAGE_FORMATS, WorkingCopyError, strip_image
 
 bp = Blueprint("desk", __name__)
 
@@ -82,6 +83,7 @@ def inject_desk() -> dict[str, Any]:
     desk = state()
     return {
         "vocabulary": vocabulary,
+        "image_formats": IMAGE_FORMATS,
         "desk_key_id": desk.key_id,
         "desk_online": bool(desk.settings.server_url),
         "desk_unlocked": desk.key_for(request.cookies.get(COOKIE)) is not None
@@ -402,6 +404,13 @@ def attachment(report_id: uuid.UUID, attachment_id: uuid.UUID) -> ResponseReturn
         flash(_("The file could not be opened: it was altered or is not for your key."), "error")
         return redirect(url_for("desk.case", report_id=report_id))
     safe_name = "".join(ch for ch in meta.name if ch.isalnum() or ch in "._- ") or "file"
+    if request.args.get("copy") == "working":
+        try:
+            data = strip_image(data, media_type=meta.type).data
+        except WorkingCopyError:
+            flash(_("No working copy can be made of this kind of file."), "error")
+            return redirect(url_for("desk.case", report_id=report_id))
+        safe_name = f"working-copy-{safe_name}"
     return Response(
         data,
         mimetype="application/octet-stream",
