@@ -665,6 +665,8 @@ def desk_command(
     key_path: Path, server_url: str | None, host: str, port: int, cache_dir: Path | None
 ) -> None:
     """Start the desk on this computer: decrypt and work cases with your own key."""
+    from werkzeug.serving import run_simple
+
     from incidents.desk import DeskSettings, DeskStartError, create_desk_app
 
     settings = DeskSettings(
@@ -680,7 +682,8 @@ def desk_command(
         raise click.ClickException(str(exc)) from exc
     click.echo(f"Desk for key {desk.extensions['incidents.desk'].key_id}")
     click.echo(f"Open http://{host}:{port}/ in your browser. Stop with Ctrl+C.")
-    desk.run(host=host, port=port, debug=False, use_reloader=False, threaded=True)
+    # Flask ignores app.run() inside a "flask" command, so serve with Werkzeug directly.
+    run_simple(host, port, desk, threaded=True, use_reloader=False, use_debugger=False)
 
 
 @keys_cli.command("rotate")

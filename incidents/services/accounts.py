@@ -236,12 +236,22 @@ def _record_failure(username: str) -> None:
     db.session.commit()
 
 
-def change_password(user: User, *, current: str, new: str) -> None:
-    """Change a password after checking the current one; end the user's other sessions."""
-    if not _verify_password(user, current):
+def confirm_password(user: User, password: str) -> None:
+    """Raise AccountError unless ``password`` is the user's current password (for actions that
+    must not follow from a stolen session alone, such as making an API token)."""
+    if not _verify_password(user, password):
         raise AccountError(N_("The current password is not correct."))
+
+
+def change_password(user: User, *, current: str, new: str) -> None:
+    """Change a password after checking the current one; end the user's other sessions and
+    revoke their API tokens."""
+    from incidents.services.api_tokens import revoke_all_tokens
+
+    confirm_password(user, current)
     check_password_rules(new)
     user.password_hash = _hasher.hash(new)
+    revoke_all_tokens(user)
     audit.record(actor=user.username, action="account.password_change", target=user.username)
 
 
@@ -327,6 +337,9 @@ def set_active(user: User, *, active: bool, organizer: User) -> None:
         raise AccountError(N_("The last active organizer cannot be disabled."))
     user.is_active = active
     if not active:
+        from incidents.services.api_tokens import revoke_all_tokens
+
         db.session.execute(delete(StaffSession).where(StaffSession.user_id == user.id))
+        revoke_all_tokens(user)
     action = "account.enable" if active else "account.disable"
     audit.record(actor=organizer.username, action=action, target=user.username)

@@ -1,4 +1,4 @@
-"""Staff forms: login, invitations, account changes, triage actions, keys and grants."""
+"""Staff forms: login, invitations, account changes, triage actions, keys, grants and the desk."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from wtforms.validators import DataRequired, EqualTo, Length, ValidationError
 from incidents import vocabulary
 from incidents.models import ROLES
 from incidents.services.accounts import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+from incidents.services.api_tokens import MAX_LABEL_LENGTH
 from incidents.services.triage import MAX_REASON_LENGTH, is_valid_period
 
 ROLE_LABELS = {
@@ -158,6 +159,22 @@ class GrantForm(FlaskForm):
     """The organizer's desk output: a key grant (wrap) file for this report."""
 
     grant_file = FileField(_l("Key grant file"), validators=[FileRequired()])
+
+
+class TokenForm(FlaskForm):
+    """Make a personal API token for the desk, named so that it can be told apart later."""
+
+    label = StringField(
+        _l("Name of the token (for example: office laptop)"),
+        validators=[DataRequired(), Length(max=MAX_LABEL_LENGTH)],
+    )
+    current_password = PasswordField(_l("Your current password"), validators=[DataRequired()])
+
+
+class OutputsUploadForm(FlaskForm):
+    """An air-gapped desk's outputs file (key grants, sealed notes and replies, statuses)."""
+
+    outputs_file = FileField(_l("Desk outputs file (.json)"), validators=[FileRequired()])
 
 
 class ExportRequestForm(FlaskForm):

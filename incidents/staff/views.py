@@ -1,4 +1,5 @@
-"""Staff views on the server: login, accounts, triage, keys, assignment, audit log, exports.
+"""Staff views on the server: login, accounts, triage, keys, assignment, the desk, audit log,
+exports.
 
 Every route is behind ``role_required`` except login, logout and invitation acceptance. Views
 parse input, call one service, and render or redirect; services own the transactions.
@@ -13,6 +14,7 @@ import io
 import json
 import uuid
 from collections.abc import Callable
+from datetime import date
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,6 +23,7 @@ import segno
 from flask import (
     Blueprint,
     abort,
+    current_app,
     flash,
     redirect,
     render_template,
@@ -37,14 +40,18 @@ from sqlalchemy import select
 
 from incidents import audit, clock, vocabulary
 from incidents.appstate import current_keyring, current_settings
+from incidents.bundle import OUTPUTS_FORMAT, BundleError, load_file
 from incidents.db import db
 from incidents.extensions import limiter
 from incidents.i18n import translated
 from incidents.keyring import Keyring
-from incidents.models import AuditEvent, User
+from incidents.models import ApiToken, AuditEvent, User
 from incidents.services import (
     accounts,
+    api_tokens,
+    bundles,
     cases,
+    desk_outputs,
     export_requests,
     recipients,
     sessions,
@@ -251,12 +258,21 @@ def account() -> ResponseReturnValue:
     user = current_staff()
     totp_form = forms.ReenrollTotpForm(secret=accounts.new_totp_secret())
     uri = accounts.totp_uri(secret=totp_form.secret.data or "", username=user.username)
+    uses_desk = user.role in api_tokens.DESK_ROLES
+    today = clock.now().date()
     return render_template(
         "staff/account.html",
         user=user,
         password_form=forms.ChangePasswordForm(),
         totp_form=totp_form,
         qr=qr_svg(uri),
+        uses_desk=uses_desk,
+        token_form=forms.TokenForm(),
+        tokens=[
+            (row, token_state(row, today=today))
+            for row in (api_tokens.tokens_of(user) if uses_desk else [])
+        ],
+        confirm_form=forms.ConfirmForm(),
     )
 
 
@@ -311,6 +327,63 @@ def enroll_totp() -> ResponseReturnValue:
         else:
             db.session.commit()
             flash(_("Your authenticator app was changed."))
+    return redirect(url_for("staff.account"))
+
+
+# --------------------------------------------------------------------------- desk API tokens
+
+
+def token_state(row: ApiToken, *, today: date) -> str:
+    """The token's state as the API would judge it today: revoked, expired or active."""
+    if row.revoked_on is not None:
+        return "revoked"
+    if row.expires_on < today:
+        return "expired"
+    return "active"
+
+
+@bp.post("/account/tokens")
+@limiter.limit(ACCOUNT_LIMITS, key_func=_account_limit_key)
+@role_required("organizer", "volunteer")
+def token_create() -> ResponseReturnValue:
+    """Make a personal API token for the desk and show its secret this once.
+
+    The secret goes only into this response: it is never flashed (that would put it in the
+    session cookie), logged or stored; the server keeps its hash.
+    """
+    form = forms.TokenForm()
+    if not form.validate_on_submit():
+        _flash_form_errors(form)
+        return redirect(url_for("staff.account"))
+    label = (form.label.data or "").strip()
+    try:
+        accounts.confirm_password(current_staff(), form.current_password.data or "")
+        token = api_tokens.issue_token(current_staff(), label=label)
+    except (api_tokens.ApiTokenError, accounts.AccountError) as exc:
+        db.session.rollback()
+        flash(translated(exc), "error")
+        return redirect(url_for("staff.account"))
+    return render_template(
+        "staff/token_created.html",
+        token=token,
+        label=label[: api_tokens.MAX_LABEL_LENGTH],
+        server_url=request.host_url.rstrip("/"),
+    )
+
+
+@bp.post("/account/tokens/<uuid:token_id>/revoke")
+@role_required("organizer", "volunteer")
+def token_revoke(token_id: uuid.UUID) -> ResponseReturnValue:
+    """Revoke one of the user's own tokens: a desk using it is refused from now on."""
+    if not forms.ConfirmForm().validate_on_submit():
+        abort(400)
+    try:
+        api_tokens.revoke_token(token_id, user=current_staff())
+    except api_tokens.ApiTokenError as exc:
+        db.session.rollback()
+        flash(translated(exc), "error")
+    else:
+        flash(_("The token was revoked. A desk that uses it can no longer connect."))
     return redirect(url_for("staff.account"))
 
 
@@ -676,6 +749,113 @@ def cases_page() -> ResponseReturnValue:
     return render_template(
         "staff/cases.html", cases=cases.cases_of(user), key=recipients.active_key_of(user)
     )
+
+
+# --------------------------------------------------------------------------- desk
+
+
+def _key_unavailable_message(error: KeyUnavailableError) -> str:
+    """Log why the organizer key is unusable; tell the user without the technical detail."""
+    current_app.logger.error("desk files refused (503): %s", error)
+    return str(_("The server's organizer key is unavailable, so the desk cannot be served now."))
+
+
+def _render_desk(
+    *,
+    upload_form: forms.OutputsUploadForm | None = None,
+    error: str | None = None,
+    status: int = 200,
+) -> ResponseReturnValue:
+    """The desk page: the key the user's desk must hold, the bundle button and the upload form."""
+    user = current_staff()
+    key_id = fingerprint = None
+    if user.role == "organizer":
+        keyring = _keyring_or_none()
+        if keyring is not None:
+            key_id, fingerprint = keyring.organizer.key_id_hex, keyring.organizer.fingerprint
+    else:
+        key = recipients.active_key_of(user)
+        if key is not None:
+            key_id, fingerprint = key.key_id, key.fingerprint
+    return (
+        render_template(
+            "staff/desk.html",
+            key_id=key_id,
+            fingerprint=fingerprint,
+            confirm_form=forms.ConfirmForm(),
+            upload_form=upload_form or forms.OutputsUploadForm(),
+            error=error,
+        ),
+        status,
+    )
+
+
+@bp.get("/desk")
+@role_required("organizer", "volunteer")
+def desk() -> ResponseReturnValue:
+    """What the desk is, the key it must hold, and files for a desk without a connection."""
+    return _render_desk()
+
+
+@bp.post("/desk/bundle")
+@role_required("organizer", "volunteer")
+def bundle_download() -> ResponseReturnValue:
+    """A bundle file of every case the user may see, for their key (audited, never cached)."""
+    if not forms.ConfirmForm().validate_on_submit():
+        abort(400)
+    user = current_staff()
+    try:
+        data = bundles.bundle_file(user, keyring=current_keyring())
+    except KeyUnavailableError as exc:
+        db.session.rollback()
+        return _render_desk(error=_key_unavailable_message(exc), status=503)
+    except DomainError as exc:
+        db.session.rollback()
+        return _render_desk(error=translated(exc), status=400)
+    name = f"cases-{user.username}-{clock.now().date().isoformat()}.json"
+    response = send_file(
+        io.BytesIO(data), mimetype="application/json", as_attachment=True, download_name=name
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/desk/outputs")
+@role_required("organizer", "volunteer")
+def outputs_upload() -> ResponseReturnValue:
+    """Apply an outputs file from an air-gapped desk: all of it, or (on any error) none of it."""
+    form = forms.OutputsUploadForm()
+    if not form.validate_on_submit():
+        error = _("Choose the desk outputs file made by your desk.")
+        return _render_desk(upload_form=form, error=error, status=400)
+    user = current_staff()
+    data = form.outputs_file.data.read()
+    try:
+        keyring = current_keyring()
+        key_id = bundles.desk_key_id(user, keyring=keyring)
+        body = load_file(data, kind=OUTPUTS_FORMAT, key_id=key_id)
+        summary = desk_outputs.apply_outputs(
+            body, user=user, keyring=keyring, instance_path=current_settings().instance_path
+        )
+    except BundleError:
+        db.session.rollback()
+        error = _("This file is not a desk outputs file for your key, or it was altered.")
+        return _render_desk(error=error, status=400)
+    except KeyUnavailableError as exc:
+        db.session.rollback()
+        return _render_desk(error=_key_unavailable_message(exc), status=503)
+    except DomainError as exc:
+        db.session.rollback()
+        return _render_desk(error=translated(exc), status=400)
+    flash(
+        _(
+            "Desk outputs applied. Key grants: %(grants)d, notes: %(notes)d, replies: "
+            "%(replies)d, status changes: %(statuses)d, key rotations: %(rotations)d, already "
+            "applied before: %(skipped)d.",
+            **summary.to_dict(),
+        )
+    )
+    return redirect(url_for("staff.desk"))
 
 
 # --------------------------------------------------------------------------- audit log

@@ -35,9 +35,10 @@ from werkzeug.test import TestResponse
 from incidents import crypto
 from incidents.db import Base, db
 from incidents.models import StaffSession, User
-from incidents.services import accounts, cases, export_requests, recipients
+from incidents.services import accounts, api_tokens, cases, export_requests, recipients
 from tests.conftest import KeyFiles
 from tests.factories import (
+    STAFF_PASSWORD,
     StaffAccount,
     grant_for,
     login,
@@ -46,12 +47,14 @@ from tests.factories import (
     page_csrf_token,
     use_fast_password_hashing,
 )
+from tests.staff.test_desk_pages import outputs_file, sealed_note
 
 PUBLIC = "public"
 ORGANIZER = frozenset({"organizer"})
 VOLUNTEER = frozenset({"volunteer"})
 NGO = frozenset({"ngo"})
 ALL_STAFF = frozenset({"organizer", "volunteer", "ngo"})
+DESK_USERS = frozenset({"organizer", "volunteer"})
 
 EXPECTED: dict[str, frozenset[str] | str] = {
     # Public: reachable without an account.
@@ -63,6 +66,12 @@ EXPECTED: dict[str, frozenset[str] | str] = {
     "staff.account": ALL_STAFF,
     "staff.change_password": ALL_STAFF,
     "staff.enroll_totp": ALL_STAFF,
+    # The desk: API tokens, bundle files and uploaded outputs, for those who hold a key.
+    "staff.token_create": DESK_USERS,
+    "staff.token_revoke": DESK_USERS,
+    "staff.desk": DESK_USERS,
+    "staff.bundle_download": DESK_USERS,
+    "staff.outputs_upload": DESK_USERS,
     # Organizers: accounts, triage, assignment, grants, key approval, audit log.
     "staff.users": ORGANIZER,
     "staff.invite": ORGANIZER,
@@ -135,6 +144,9 @@ class World:
     grant: bytes
     invitation_token: str
     export_request_id: uuid.UUID
+    organizer_key: crypto.PublicKey
+    volunteer_key: crypto.PublicKey
+    api_token_id: uuid.UUID
     never_shown_when_refused: list[str] = field(default_factory=list)
 
     def url_values(self) -> dict[str, object]:
@@ -145,6 +157,7 @@ class World:
             "user_id": self.target.id,
             "token": self.invitation_token,
             "request_id": self.export_request_id,
+            "token_id": self.api_token_id,
         }
 
 
@@ -174,6 +187,7 @@ def build_world(app: Flask, organizer_keys: KeyFiles) -> World:
         cases.assign_report(report_id, volunteer_id=volunteer.id, organizer=organizer)
         invitation = accounts.create_invitation(role="ngo", organizer=organizer)
         db.session.commit()
+        api_token = api_tokens.issue_token(volunteer, label="matrix")
         ngo = db.session.get(User, staff["ngo"].id)
         assert ngo is not None
         export_request = export_requests.request_export(
@@ -197,6 +211,9 @@ def build_world(app: Flask, organizer_keys: KeyFiles) -> World:
         grant=grant,
         invitation_token=invitation.token,
         export_request_id=export_request_id,
+        organizer_key=organizer_keys.public_key,
+        volunteer_key=approved,
+        api_token_id=api_token.id,
         never_shown_when_refused=[
             str(report_id),
             str(original_id),
@@ -238,6 +255,10 @@ def form_data(world: World, endpoint: str, requester: str) -> dict[str, Any]:
             "last_quarter": "2024Q2",
         },
         "exports.refuse_export": {"reason": "matrix"},
+        "staff.token_create": {"label": f"matrix {requester}", "current_password": STAFF_PASSWORD},
+        "staff.outputs_upload": {
+            "outputs_file": (io.BytesIO(note_file(world, requester)), "o.json")
+        },
         "staff.upload_key": {
             "key_file": (
                 io.BytesIO(crypto.PrivateKey.generate().public_key().to_armor().encode()),
@@ -246,6 +267,13 @@ def form_data(world: World, endpoint: str, requester: str) -> dict[str, Any]:
         },
     }
     return data.get(endpoint, {})
+
+
+def note_file(world: World, requester: str) -> bytes:
+    """An outputs file with a new note on the report, for the key the requester's desk holds."""
+    key = world.organizer_key if requester == "organizer" else world.volunteer_key
+    note = sealed_note(world.report_id, text="matrix note", recipients=[world.organizer_key])
+    return outputs_file(key.key_id_hex, notes=[note])
 
 
 def database_state(app: Flask) -> dict[str, list[tuple[str, ...]]]:
@@ -387,7 +415,15 @@ def test_allowed_posts_of_the_matrix_really_act(app: Flask, organizer: KeyFiles)
     client = client_for(app, world, "organizer")
     csrf = page_csrf_token(client, "/staff/account")
     before = database_state(app)
-    for endpoint in ("staff.change_status", "staff.set_active", "staff.invite"):
+    endpoints = (
+        "staff.change_status",
+        "staff.set_active",
+        "staff.invite",
+        "staff.token_create",
+        "staff.bundle_download",  # on record in the audit log
+        "staff.outputs_upload",
+    )
+    for endpoint in endpoints:
         with app.test_request_context():
             url = url_for(endpoint, report_id=world.report_id, user_id=world.target.id)
         data = {"csrf_token": csrf, **form_data(world, endpoint, "organizer")}
