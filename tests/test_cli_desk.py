@@ -1,0 +1,61 @@
+"""The ``desk`` command really serves the desk (Flask ignores app.run() inside a command)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import werkzeug.serving
+from flask.testing import FlaskCliRunner
+
+from tests.conftest import KeyFiles
+
+
+def test_desk_command_serves_the_desk_on_loopback(
+    runner: FlaskCliRunner, organizer: KeyFiles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served: dict[str, Any] = {}
+
+    def fake_run_simple(host: str, port: int, application: Any, **options: Any) -> None:
+        served.update(host=host, port=port, app=application, options=options)
+
+    monkeypatch.setattr(werkzeug.serving, "run_simple", fake_run_simple)
+    result = runner.invoke(
+        args=[
+            "desk",
+            "--key",
+            str(organizer.private_path),
+            "--server",
+            "https://register.example",
+            "--cache",
+            str(tmp_path / "cache"),
+            "--port",
+            "5099",
+        ]
+    )
+    assert result.exit_code == 0, result.output
+    assert served["host"] == "127.0.0.1"
+    assert served["port"] == 5099
+    assert served["app"].name == "incidents.desk"
+    assert served["options"]["use_reloader"] is False
+    assert organizer.public_key.key_id_hex in result.output
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.5", "example.org"])  # noqa: S104
+def test_desk_command_refuses_other_addresses(
+    runner: FlaskCliRunner,
+    organizer: KeyFiles,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    host: str,
+) -> None:
+    monkeypatch.setattr(werkzeug.serving, "run_simple", lambda *a, **k: pytest.fail("served"))
+    result = runner.invoke(
+        args=[
+            *("desk", "--key", str(organizer.private_path), "--host", host),
+            *("--cache", str(tmp_path / "cache")),
+        ]
+    )
+    assert result.exit_code != 0
+    assert "only listens on this computer" in result.output
