@@ -26,4 +26,7 @@ def current_keyring() -> Keyring:
     from incidents.services.organizer_keys import effective_keyring
 
     cache: KeyringCache = current_app.extensions["incidents.keyring"]
-    return effective_keyring(cache, configured_pin=current_settings().organizer_key_id)
+    settings = current_settings()
+    return effective_keyring(
+        cache, configured_pin=settings.organizer_key_id, pin_secret=settings.pin_key
+    )

@@ -19,7 +19,12 @@ from incidents import cli, config, create_app, crypto
 from incidents.config import ConfigError, Settings
 from tests.conftest import TEST_KDF, KeyFiles
 
-SECRET_NAMES = ("INCIDENTS_SECRET_KEY", "INCIDENTS_CSRF_SECRET", "INCIDENTS_RECEIPT_SECRET")
+SECRET_NAMES = (
+    "INCIDENTS_SECRET_KEY",
+    "INCIDENTS_CSRF_SECRET",
+    "INCIDENTS_RECEIPT_SECRET",
+    "INCIDENTS_PIN_SECRET",
+)
 ALL_VARIABLES = (
     *SECRET_NAMES,
     "INCIDENTS_ORGANIZER_KEY_ID",
@@ -44,6 +49,7 @@ def production_env(tmp_path: Path, organizer: KeyFiles, **changes: str | None) -
         "INCIDENTS_SECRET_KEY": "s" * 64,
         "INCIDENTS_CSRF_SECRET": "c" * 64,
         "INCIDENTS_RECEIPT_SECRET": "r" * 64,
+        "INCIDENTS_PIN_SECRET": "p" * 64,
         "INCIDENTS_ORGANIZER_PUBLIC_KEY": str(organizer.public_path),
         "INCIDENTS_ORGANIZER_KEY_ID": organizer.public_key.key_id_hex,
     }

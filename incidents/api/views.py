@@ -253,6 +253,7 @@ def rotation_start() -> ResponseReturnValue:
         {"current": str(body.get("current", "")), "new": str(body.get("new", ""))},
         keyring=current_keyring(),
         actor=_user(),
+        pin_secret=current_settings().pin_key,
     )
     return jsonify({"incoming_key_id": key_id})
 
@@ -287,5 +288,11 @@ def rotation_wraps() -> ResponseReturnValue:
 @token_required
 def rotation_finish() -> ResponseReturnValue:
     """Move the pin to the new key and delete the old key's wraps."""
-    key_id = organizer_keys.finish_rotation(keyring=current_keyring(), actor=_user())
+    settings = current_settings()
+    key_id = organizer_keys.finish_rotation(
+        keyring=current_keyring(),
+        actor=_user(),
+        configured_pin=settings.organizer_key_id,
+        pin_secret=settings.pin_key,
+    )
     return jsonify({"organizer_key_id": key_id})

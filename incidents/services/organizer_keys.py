@@ -9,13 +9,18 @@
 3. **Finish**: in one transaction, when nothing is left to re-wrap, the pin moves to the new key
    id (stored in the database), the old key is retired and every wrap to it is deleted.
 
-The configured pin (``INCIDENTS_ORGANIZER_KEY_ID``) stays the root of trust: a pin moved in the
-database is only honoured while the configured pin is the key it moved from, or the new key once
-the deployment's configuration is updated (see docs/desk.md and docs/threat-model.md).
+The configured pin (``INCIDENTS_ORGANIZER_KEY_ID``) stays the root of trust. The moved pin and
+the incoming key are stored with an HMAC under the deployment's pin secret
+(``INCIDENTS_PIN_SECRET``, kept outside the database), so writing to the database alone cannot
+add a recipient or move the pin; a record whose HMAC does not verify closes the witness form
+(fail closed). A moved pin is honoured while the configured pin is the key it moved from or the
+key it moved to (see docs/desk.md and docs/threat-model.md).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -63,6 +68,38 @@ def _set(key: str, value: str | None) -> None:
         row.value = value
 
 
+def _record_mac(pin_secret: bytes, kind: str, *values: str) -> str:
+    """HMAC-SHA256 under the pin secret over a rotation record."""
+    message = crypto.length_prefixed(kind.encode(), *(value.encode() for value in values))
+    return hmac.new(pin_secret, message, hashlib.sha256).hexdigest()
+
+
+def _verified(raw: str, *, kind: str, fields: tuple[str, ...], pin_secret: bytes) -> dict[str, str]:
+    """A stored rotation record whose HMAC verifies; KeyUnavailableError otherwise."""
+    try:
+        record = json.loads(raw)
+        values = tuple(str(record[name]) for name in fields)
+        mac = str(record["mac"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise KeyUnavailableError(f"the stored {kind} record is malformed") from exc
+    if not hmac.compare_digest(mac, _record_mac(pin_secret, kind, *values)):
+        raise KeyUnavailableError(
+            f"the stored {kind} record does not verify with INCIDENTS_PIN_SECRET "
+            "(altered in the database, or the secret changed)"
+        )
+    return dict(zip(fields, values, strict=True))
+
+
+def _normalized_pin(pin: str | None) -> str | None:
+    """The configured pin as lowercase hex, or None if it is unset or malformed."""
+    if not pin:
+        return None
+    try:
+        return crypto.parse_key_id(pin).hex()
+    except crypto.FormatError:
+        return None
+
+
 def _registered_key(key_id: str) -> crypto.PublicKey:
     """A registered organizer public key by id; KeyUnavailableError if it is not one."""
     row = db.session.get(RecipientKey, key_id)
@@ -71,7 +108,9 @@ def _registered_key(key_id: str) -> crypto.PublicKey:
     return crypto.PublicKey.from_bytes(row.public_key)
 
 
-def effective_keyring(cache: KeyringCache, *, configured_pin: str | None) -> Keyring:
+def effective_keyring(
+    cache: KeyringCache, *, configured_pin: str | None, pin_secret: bytes
+) -> Keyring:
     """The keyring in force: the configured one, or the one a completed rotation moved to, plus
     the incoming key while a rotation runs. Raises KeyUnavailableError (fail closed).
 
@@ -86,8 +125,8 @@ def effective_keyring(cache: KeyringCache, *, configured_pin: str | None) -> Key
     if moved is None:
         base = cache.get()
     else:
-        record = json.loads(moved)
-        if configured_pin not in (record["from"], record["to"]):
+        record = _verified(moved, kind="pin", fields=("from", "to"), pin_secret=pin_secret)
+        if _normalized_pin(configured_pin) not in (record["from"], record["to"]):
             raise KeyUnavailableError(
                 "the organizer key pin was moved by a rotation that did not start from the "
                 "configured pin"
@@ -95,7 +134,8 @@ def effective_keyring(cache: KeyringCache, *, configured_pin: str | None) -> Key
         base = Keyring(organizer=_registered_key(record["to"]))
     if incoming is None:
         return base
-    return Keyring(organizer=base.organizer, incoming=_registered_key(incoming))
+    record = _verified(incoming, kind="incoming", fields=("key_id",), pin_secret=pin_secret)
+    return Keyring(organizer=base.organizer, incoming=_registered_key(record["key_id"]))
 
 
 @dataclass(frozen=True)
@@ -133,7 +173,9 @@ def issue_challenge(new_key: crypto.PublicKey, *, keyring: Keyring, actor: User)
     return Challenge(current=current_blob, new=new_blob)
 
 
-def start_rotation(answers: Mapping[str, str], *, keyring: Keyring, actor: User) -> str:
+def start_rotation(
+    answers: Mapping[str, str], *, keyring: Keyring, actor: User, pin_secret: bytes
+) -> str:
     """Check the answers and register the new key as incoming (committed); return its id."""
     _require_organizer(actor)
     raw = _setting(CHALLENGE)
@@ -149,7 +191,11 @@ def start_rotation(answers: Mapping[str, str], *, keyring: Keyring, actor: User)
     new_key = crypto.PublicKey.from_bytes(unb64(challenge["public_key"]))
     register_recipient(new_key, role="organizer", today=now().date())
     if _setting(INCOMING) is None:
-        _set(INCOMING, new_key.key_id_hex)
+        key_id = new_key.key_id_hex
+        _set(
+            INCOMING,
+            json.dumps({"key_id": key_id, "mac": _record_mac(pin_secret, "incoming", key_id)}),
+        )
         audit.record(
             actor=actor.username,
             action="organizer_key.rotation_start",
@@ -231,7 +277,9 @@ def store_wraps(items: Sequence[Mapping[str, Any]], *, keyring: Keyring, actor: 
     return len(items)
 
 
-def finish_rotation(*, keyring: Keyring, actor: User) -> str:
+def finish_rotation(
+    *, keyring: Keyring, actor: User, configured_pin: str | None, pin_secret: bytes
+) -> str:
     """Move the pin to the new key, retire the old one and delete its wraps (one transaction)."""
     _require_organizer(actor)
     new = _incoming(keyring)
@@ -241,9 +289,12 @@ def finish_rotation(*, keyring: Keyring, actor: User) -> str:
         raise RotationError(
             N_("%(count)s wraps still need the new key; run the rotation again."), count=remaining
         )
-    moved = _setting(MOVED_PIN)
-    origin = json.loads(moved)["from"] if moved else old.key_id_hex
-    _set(MOVED_PIN, json.dumps({"from": origin, "to": new.key_id_hex}))
+    origin = _normalized_pin(configured_pin) or old.key_id_hex
+    to = new.key_id_hex
+    _set(
+        MOVED_PIN,
+        json.dumps({"from": origin, "to": to, "mac": _record_mac(pin_secret, "pin", origin, to)}),
+    )
     _set(INCOMING, None)
     old_row = db.session.get(RecipientKey, old.key_id_hex)
     if old_row is not None:
