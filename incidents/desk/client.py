@@ -58,8 +58,16 @@ class Transport(Protocol):
         ...
 
 
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """Never follow a redirect: it could carry the token to another host or to plain HTTP."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        """Return None, so that the 3xx answer itself reaches the caller."""
+        return
+
+
 class UrllibTransport:
-    """HTTP(S) with the standard library; never follows redirects to other hosts."""
+    """HTTP(S) with the standard library; never follows redirects (the token would go along)."""
 
     def __init__(self, base_url: str) -> None:
         """Talk to the server at ``base_url`` (scheme and host, optionally a path prefix)."""
@@ -67,6 +75,7 @@ class UrllibTransport:
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ValueError("the server address must start with https:// or http://")
         self._base = base_url.rstrip("/")
+        self._opener = urllib.request.build_opener(_RefuseRedirects)
 
     def request(
         self, method: str, path: str, *, headers: dict[str, str], body: bytes | None
@@ -76,7 +85,7 @@ class UrllibTransport:
             self._base + path, data=body, method=method, headers=headers
         )
         try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:  # noqa: S310
+            with self._opener.open(request, timeout=TIMEOUT_SECONDS) as response:
                 return Answer(response.status, response.read())
         except urllib.error.HTTPError as exc:
             return Answer(exc.code, exc.read())
@@ -105,6 +114,12 @@ class ServerClient:
             body = json.dumps(payload).encode("utf-8")
             headers["Content-Type"] = "application/json"
         answer = self._transport.request(method, "/api/v1" + path, headers=headers, body=body)
+        if 300 <= answer.status < 400:
+            raise ServerError(
+                answer.status,
+                "redirect",
+                "the server answered with a redirect; check the server address (https://…)",
+            )
         try:
             document = json.loads(answer.body.decode("utf-8")) if answer.body else {}
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
