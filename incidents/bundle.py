@@ -85,3 +85,9 @@ def load_file(data: bytes, *, kind: str, key_id: str) -> dict[str, Any]:
     if body.get("key_id") != key_id:
         raise BundleError("the file is addressed to another key")
     return body
+
+
+def sealed_digest(sealed: Mapping[str, str]) -> str:
+    """Digest of a report's sealed fields (base64 by name): names the ciphertext a rotation
+    was made from, so the server can tell a repeat from a stale rotation."""
+    return digest(dict(sealed))

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from incidents import crypto
-from incidents.bundle import BundleError, b64, unb64
+from incidents.bundle import BundleError, b64, sealed_digest, unb64
 from incidents.services.attachments import (
     META_FLOOR,
     AttachmentMeta,
@@ -218,6 +218,7 @@ def rotate_case(
     ]
     return {
         "report_id": str(report_id),
+        "base": sealed_digest(bundle["sealed"]),
         "sealed": sealed,
         "wraps": _wraps(new_keys[report_id], report_id, keys),
         "envelopes": envelopes,

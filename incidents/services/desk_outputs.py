@@ -24,7 +24,7 @@ from typing import Any, cast
 from sqlalchemy import delete, func, select
 
 from incidents import audit, crypto
-from incidents.bundle import BundleError, unb64
+from incidents.bundle import BundleError, b64, sealed_digest, unb64
 from incidents.clock import now
 from incidents.db import db, forget_deleted_rows
 from incidents.keyring import Keyring
@@ -240,6 +240,8 @@ def _apply_envelope(
             raise OutputError(N_("A desk output concerns a case you cannot work."))
         into.skipped += 1
         return
+    if _envelope_exists(envelope_id):
+        raise OutputError(N_("A note or reply reuses the id of something else."))
     sealed = unb64(item["sealed"])
     crypto.check_sealed_field(sealed)
     wraps = _decode_wraps(item["wraps"])
@@ -273,6 +275,17 @@ def _apply_envelope(
         into.replies += 1
 
 
+def _envelope_exists(envelope_id: uuid.UUID) -> bool:
+    """True if any report, addition, reply, note or envelope wrap already uses this id."""
+    for model in (Report, Addition, Message, Note):
+        if db.session.get(model, envelope_id) is not None:
+            return True
+    wrap = db.session.scalar(
+        select(EnvelopeWrap.envelope_id).where(EnvelopeWrap.envelope_id == envelope_id).limit(1)
+    )
+    return wrap is not None
+
+
 def _apply_status(item: Mapping[str, Any], *, user: User, into: OutputSummary) -> None:
     """A status change made on the desk (skipped if the case already has that status)."""
     report = _case(item, user=user)
@@ -280,6 +293,8 @@ def _apply_status(item: Mapping[str, Any], *, user: User, into: OutputSummary) -
     if report.status == new_status:
         into.skipped += 1
         return
+    if report.status != str(item["from"]):
+        raise OutputError(N_("The case's status changed meanwhile; sync and try again."))
     table = TRANSITIONS if user.role == "organizer" else VOLUNTEER_TRANSITIONS
     if new_status not in table.get(report.status, frozenset()):
         raise OutputError(
@@ -307,11 +322,12 @@ def _apply_rotation(
     _require_organizer(user)
     report = _case(item, user=user)
     attachments = list(item["attachments"])
-    if attachments and all(
-        db.session.get(Attachment, uuid.UUID(str(entry["id"]))) is not None for entry in attachments
-    ):
-        into.skipped += 1  # this rotation was applied already (its new attachments exist)
-        return
+    stored = sealed_digest({name: b64(blob) for name, blob in report.sealed_fields().items()})
+    if stored != str(item["base"]):
+        if stored == sealed_digest(dict(item["sealed"])):
+            into.skipped += 1  # this very rotation was applied already
+            return
+        raise OutputError(N_("The case changed meanwhile; sync and try again."))
     allowed = allowed_keys(report, keyring=keyring)
     witness = crypto.PublicKey.from_bytes(report.witness_public_key).key_id_hex
     organizer = {keyring.organizer.key_id_hex}
