@@ -108,6 +108,7 @@ def create_desk_app(settings: DeskSettings) -> Flask:
         MAX_CONTENT_LENGTH=600 * 1024 * 1024,
         MAX_FORM_MEMORY_SIZE=2 * 1024 * 1024,
         BABEL_DEFAULT_LOCALE="en",
+        LANGUAGE_FALLBACK_ENDPOINT="desk.index",
         BABEL_TRANSLATION_DIRECTORIES=str(Path(__file__).resolve().parent.parent / "translations"),
     )
     cache = DeskCache(settings.cache_dir, key_id=info.key_id.hex())

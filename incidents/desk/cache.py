@@ -28,13 +28,17 @@ OUTPUT_KINDS = ("grants", "notes", "replies", "statuses", "rotations")
 
 
 class DeskCache:
-    """Bundles, outbox and small settings of one desk, in ``directory/desk.sqlite3``."""
+    """Bundles, outbox and small settings of one desk, in ``directory/desk-<key id>.sqlite3``
+    (owner-only permissions)."""
 
     def __init__(self, directory: Path, *, key_id: str) -> None:
         """Open (or create) the cache for the key ``key_id`` under ``directory``."""
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        directory.chmod(0o700)
         self.path = directory / f"desk-{key_id}.sqlite3"
         self.key_id = key_id
+        self.path.touch(mode=0o600, exist_ok=True)
+        self.path.chmod(0o600)
         with self._connect() as connection:
             connection.executescript(SCHEMA)
 
@@ -108,12 +112,17 @@ class DeskCache:
 
     def outputs(self) -> tuple[list[str], dict[str, Any]]:
         """The queued outputs as one batch body (for the key), and their outbox ids."""
+        items = self.output_items()
+        body: dict[str, Any] = {"key_id": self.key_id, **{kind: [] for kind in OUTPUT_KINDS}}
+        for _output_id, kind, item in items:
+            body[kind].append(item)
+        return [output_id for output_id, _kind, _item in items], body
+
+    def output_items(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """The queued outputs one by one: (outbox id, kind, item), oldest first."""
         with self._connect() as connection:
             rows = connection.execute("SELECT id, kind, item FROM outbox ORDER BY seq").fetchall()
-        body: dict[str, Any] = {"key_id": self.key_id, **{kind: [] for kind in OUTPUT_KINDS}}
-        for _output_id, kind, item in rows:
-            body[kind].append(json.loads(item))
-        return [row[0] for row in rows], body
+        return [(row[0], row[1], json.loads(row[2])) for row in rows]
 
     def pending_count(self) -> int:
         """How many outputs wait to be sent."""

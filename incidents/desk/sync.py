@@ -17,7 +17,7 @@ from typing import Any
 
 from incidents.bundle import BUNDLE_FORMAT, OUTPUTS_FORMAT, dump_file, load_file
 from incidents.desk.cache import DeskCache
-from incidents.desk.client import ServerClient
+from incidents.desk.client import ServerClient, ServerError
 
 VOLUNTEERS_META = "volunteers"
 ROLE_META = "role"
@@ -26,20 +26,58 @@ SYNCED_META = "synced_on"
 
 @dataclass(frozen=True)
 class SyncResult:
-    """What a sync did."""
+    """What a sync did: outputs stored, outputs the server refused (dropped), cases here."""
 
     sent: int
     cases: int
+    refused: int = 0
 
 
-def push(cache: DeskCache, client: ServerClient) -> int:
-    """Send the outbox as one batch; clear it once the server has stored it. Returns the count."""
+@dataclass(frozen=True)
+class PushResult:
+    """What sending the outbox did."""
+
+    sent: int
+    refused: int
+    reasons: tuple[str, ...] = ()
+
+
+def push(cache: DeskCache, client: ServerClient) -> PushResult:
+    """Send the outbox; clear what the server stored.
+
+    The outbox goes as one batch (one transaction on the server). If the server refuses the
+    batch, each output is sent alone, so that one change the server will never accept (the case
+    changed meanwhile) does not hold back the others; refused outputs are dropped and their
+    reasons returned. A broken connection raises NetworkError and leaves the outbox as it was.
+    """
     output_ids, body = cache.outputs()
     if not output_ids:
-        return 0
-    client.send_outputs(body)
+        return PushResult(0, 0)
+    try:
+        client.send_outputs(body)
+    except ServerError as exc:
+        if exc.code not in ("refused", "malformed"):
+            raise
+        return _push_one_by_one(cache, client)
     cache.clear_outputs(output_ids)
-    return len(output_ids)
+    return PushResult(len(output_ids), 0)
+
+
+def _push_one_by_one(cache: DeskCache, client: ServerClient) -> PushResult:
+    """Send each output alone; drop the ones the server refuses."""
+    sent, refused, reasons = 0, 0, []
+    for output_id, kind, item in cache.output_items():
+        try:
+            client.send_outputs({"key_id": cache.key_id, kind: [item]})
+        except ServerError as exc:
+            if exc.code not in ("refused", "malformed"):
+                raise
+            refused += 1
+            reasons.append(str(exc))
+        else:
+            sent += 1
+        cache.clear_outputs([output_id])
+    return PushResult(sent, refused, tuple(reasons))
 
 
 def pull(cache: DeskCache, client: ServerClient) -> int:
@@ -59,9 +97,9 @@ def pull(cache: DeskCache, client: ServerClient) -> int:
 
 def sync(cache: DeskCache, client: ServerClient) -> SyncResult:
     """Push the outbox, then pull every case (see module docstring)."""
-    sent = push(cache, client)
+    pushed = push(cache, client)
     cases = pull(cache, client)
-    return SyncResult(sent=sent, cases=cases)
+    return SyncResult(sent=pushed.sent, cases=cases, refused=pushed.refused)
 
 
 def store_snapshot(
@@ -92,10 +130,24 @@ def import_bundle_file(cache: DeskCache, data: bytes) -> int:
     return len(body["cases"])
 
 
+EXPORTED_META = "exported_outputs"
+
+
 def export_outputs(cache: DeskCache) -> bytes:
-    """The outbox as an outputs file for the server's Desk page."""
-    _ids, body = cache.outputs()
+    """The outbox as an outputs file for the server's Desk page; remembers what it contained,
+    so that "empty the list" removes only those outputs."""
+    ids, body = cache.outputs()
+    cache.set_meta(EXPORTED_META, json.dumps(ids))
     return dump_file(OUTPUTS_FORMAT, body)
+
+
+def clear_exported(cache: DeskCache) -> int:
+    """Remove the outputs of the last downloaded outputs file; returns how many."""
+    raw = cache.get_meta(EXPORTED_META)
+    ids = list(json.loads(raw)) if raw else []
+    cache.clear_outputs(ids)
+    cache.set_meta(EXPORTED_META, None)
+    return len(ids)
 
 
 def volunteers(cache: DeskCache) -> list[dict[str, str]]:

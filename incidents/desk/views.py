@@ -25,13 +25,22 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
+from flask_babel import ngettext
+from werkzeug.exceptions import HTTPException
 
 from incidents import crypto, vocabulary
 from incidents.bundle import BundleError, unb64
 from incidents.desk import work
 from incidents.desk.client import DeskClientError, NetworkError, ServerClient, ServerError
 from incidents.desk.session import TOKEN_META, DeskSession, Job
-from incidents.desk.sync import export_outputs, import_bundle_file, push, sync, volunteers
+from incidents.desk.sync import (
+    clear_exported,
+    export_outputs,
+    import_bundle_file,
+    push,
+    sync,
+    volunteers,
+)
 from incidents.services.casefile import open_bundle
 from incidents.services.desk_outputs import VOLUNTEER_TRANSITIONS
 from incidents.services.errors import NoWrapForKeyError
@@ -75,6 +84,18 @@ def guard() -> ResponseReturnValue | None:
             flash(_("The desk is locked. Unlock it to continue."), "error")
         return redirect(url_for("desk.unlock"))
     return None
+
+
+@bp.app_errorhandler(400)
+@bp.app_errorhandler(403)
+@bp.app_errorhandler(404)
+@bp.app_errorhandler(405)
+@bp.app_errorhandler(413)
+@bp.app_errorhandler(500)
+def error_page(error: HTTPException) -> ResponseReturnValue:
+    """A desk page for HTTP errors (never with case content)."""
+    code = error.code or 500
+    return render_template("desk/error.html", code=code), code
 
 
 @bp.app_context_processor
@@ -214,13 +235,29 @@ def sync_now() -> ResponseReturnValue:
         return redirect(url_for("desk.index"))
     state().cache.set_meta("synced_on", date.today().isoformat())
     flash(
-        _(
-            "Synced: %(sent)s changes sent, %(cases)s cases here.",
-            sent=result.sent,
-            cases=result.cases,
-        )
+        _("Synced.")
+        + " "
+        + ngettext("%(num)s change sent.", "%(num)s changes sent.", result.sent)
+        + " "
+        + ngettext("%(num)s case on this desk.", "%(num)s cases on this desk.", result.cases)
     )
+    if result.refused:
+        flash_refused(result.refused)
     return redirect(url_for("desk.index"))
+
+
+def flash_refused(count: int) -> None:
+    """Say that the server refused some changes (they were dropped from the list)."""
+    flash(
+        ngettext(
+            "The server refused %(num)s change (the case had changed meanwhile); it was "
+            "removed from the list. Open the case again and redo it if it is still needed.",
+            "The server refused %(num)s changes (the cases had changed meanwhile); they were "
+            "removed from the list. Open the cases again and redo them if still needed.",
+            count,
+        ),
+        "error",
+    )
 
 
 @bp.post("/import")
@@ -258,9 +295,14 @@ def download_outputs() -> ResponseReturnValue:
 def clear_outputs() -> ResponseReturnValue:
     """Forget the outbox after its file was uploaded on the server."""
     private_key()
-    ids, _body = state().cache.outputs()
-    state().cache.clear_outputs(ids)
-    flash(_("The list of changes to send is now empty."))
+    count = clear_exported(state().cache)
+    flash(
+        ngettext(
+            "%(num)s change from the downloaded file was removed from the list.",
+            "%(num)s changes from the downloaded file were removed from the list.",
+            count,
+        )
+    )
     return redirect(url_for("desk.index"))
 
 
@@ -326,13 +368,16 @@ def queue(kind: str, item: dict[str, Any]) -> None:
         flash(_("Saved on this desk; it will be sent with the next sync or outputs file."))
         return
     try:
-        push(desk.cache, server)
+        pushed = push(desk.cache, server)
         desk.cache.put_case(server.case(item["report_id"]))
     except DeskClientError as exc:
         flash(explain(exc), "error")
         flash(_("Saved on this desk; it will be sent with the next sync or outputs file."))
         return
-    flash(_("Sent to the server."))
+    if pushed.refused:
+        flash_refused(pushed.refused)
+    else:
+        flash(_("Sent to the server."))
 
 
 def text_field(name: str) -> str:
