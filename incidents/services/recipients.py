@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from incidents import audit, crypto
 from incidents.clock import now
-from incidents.db import db
+from incidents.db import db, forget_deleted_rows
 from incidents.keyring import Keyring
-from incidents.models import RecipientKey, User
+from incidents.models import EnvelopeWrap, RecipientKey, User, Wrap
 from incidents.services.errors import DomainError
 from incidents.vocabulary import N_
 
@@ -93,15 +93,27 @@ def approve_key(key_id: str, *, organizer: User) -> RecipientKey:
 
 
 def retire_key(key_id: str, *, actor: User) -> None:
-    """Retire a volunteer key (lost laptop, left the team): it can receive no more cases."""
+    """Retire a volunteer key (lost laptop, left the team): it can receive no more cases, and
+    every wrap addressed to it is deleted (the server no longer hands it any case key)."""
     row = db.session.get(RecipientKey, key_id)
     if row is None or row.role != "volunteer":
         raise KeyRegistrationError(N_("No such volunteer key."))
     if actor.role != "organizer" and actor.id != row.owner_id:
         raise KeyRegistrationError(N_("No such volunteer key."))
     row.is_retired = True
-    audit.record(actor=actor.username, action="key.retire", target=row.key_id)
+    wraps = db.session.execute(delete(Wrap).where(Wrap.key_id == row.key_id))
+    envelopes = db.session.execute(delete(EnvelopeWrap).where(EnvelopeWrap.key_id == row.key_id))
+    audit.record(
+        actor=actor.username,
+        action="key.retire",
+        target=row.key_id,
+        details={
+            "wraps_deleted": wraps.rowcount,  # type: ignore[attr-defined]
+            "envelope_wraps_deleted": envelopes.rowcount,  # type: ignore[attr-defined]
+        },
+    )
     db.session.commit()
+    forget_deleted_rows()
 
 
 def keys_of_owner(owner_id: int) -> Sequence[RecipientKey]:

@@ -470,3 +470,43 @@ def test_an_unapproved_or_retired_key_never_receives_a_case(
             select(AuditEvent.details).where(AuditEvent.action == "case.grant")
         ).all()
     assert [json.loads(details) for details in events] == []
+
+
+def test_retiring_a_key_deletes_every_wrap_addressed_to_it(app: Flask, organizer: KeyFiles) -> None:
+    # Given: a volunteer granted a case (a report wrap and an envelope wrap to their key)
+    from incidents.db import db
+    from incidents.models import EnvelopeWrap, User, Wrap
+    from incidents.services import recipients
+    from tests.factories import grant_for, make_report
+
+    boss_account, _client = logged_in(app, "organizer")
+    volunteer, _volunteer_client = logged_in(app, "volunteer")
+    volunteer_key = make_volunteer_key(app, volunteer, approved_by=boss_account)
+    key_id = volunteer_key.key_id.hex()
+    report_id = make_report(app)
+    with app.app_context():
+        boss = db.session.get(User, boss_account.id)
+        assert boss is not None
+        cases.assign_report(report_id, volunteer_id=volunteer.id, organizer=boss)
+    blob = grant_for(
+        app, report_id, organizer_key=organizer.private_key, recipient=volunteer_key.public_key()
+    )
+    with app.app_context():
+        boss = db.session.get(User, boss_account.id)
+        assert boss is not None
+        cases.record_grant(report_id, blob, actor=boss)
+        envelope = crypto.wrap_data_key(
+            crypto.new_data_key(), report_id=report_id, recipient=volunteer_key.public_key()
+        )
+        db.session.add(
+            EnvelopeWrap(envelope_id=report_id, key_id=key_id, report_id=report_id, blob=envelope)
+        )
+        db.session.commit()
+        assert db.session.query(Wrap).filter_by(key_id=key_id).count() == 1
+
+        # When: the organizer retires the key
+        recipients.retire_key(key_id, actor=boss)
+
+        # Then: no wrap of any kind is addressed to it any more
+        assert db.session.query(Wrap).filter_by(key_id=key_id).count() == 0
+        assert db.session.query(EnvelopeWrap).filter_by(key_id=key_id).count() == 0
