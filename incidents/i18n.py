@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, request, session, url_for
+from flask import Flask, current_app, request, session, url_for
 from flask_babel import get_locale, gettext
 
 from incidents.services.errors import DomainError
@@ -67,7 +67,7 @@ def language_url(code: str) -> str:
     args = {key: value for key, value in request.args.items() if key != "lang"}
     endpoint = request.endpoint if request.method == "GET" and request.endpoint else None
     if endpoint is None:
-        endpoint = "intake.report"
+        endpoint = current_app.config.get("LANGUAGE_FALLBACK_ENDPOINT", "intake.report")
         args = {}
     values: dict[str, Any] = dict(request.view_args or {}) if endpoint == request.endpoint else {}
     values.update(args, lang=code)

@@ -91,6 +91,7 @@ def pull(cache: DeskCache, client: ServerClient) -> int:
         volunteers=volunteers,
         role=str(session["role"]),
         issued_on=None,
+        organizer_key_id=str(session["organizer_key_id"]),
     )
     return len(bundles)
 
@@ -102,6 +103,10 @@ def sync(cache: DeskCache, client: ServerClient) -> SyncResult:
     return SyncResult(sent=pushed.sent, cases=cases, refused=pushed.refused)
 
 
+ORGANIZER_PIN_META = "organizer_pin"
+ORGANIZER_SEEN_META = "organizer_seen"
+
+
 def store_snapshot(
     cache: DeskCache,
     bundles: list[dict[str, Any]],
@@ -109,9 +114,15 @@ def store_snapshot(
     volunteers: list[dict[str, str]],
     role: str,
     issued_on: str | None,
+    organizer_key_id: str = "",
 ) -> None:
-    """Replace the cache's cases and the organizer's volunteer list."""
+    """Replace the cache's cases and the organizer's volunteer list; pin the organizer key id
+    the first time one is seen (later changes are only noted, see ``accept_organizer_key``)."""
     cache.replace_cases(bundles)
+    if organizer_key_id:
+        cache.set_meta(ORGANIZER_SEEN_META, organizer_key_id)
+        if cache.get_meta(ORGANIZER_PIN_META) is None:
+            cache.set_meta(ORGANIZER_PIN_META, organizer_key_id)
     cache.set_meta(VOLUNTEERS_META, json.dumps(volunteers))
     cache.set_meta(ROLE_META, role)
     cache.set_meta(SYNCED_META, issued_on or "")
@@ -126,6 +137,7 @@ def import_bundle_file(cache: DeskCache, data: bytes) -> int:
         volunteers=list(body.get("volunteers", [])),
         role=str(body.get("role", "")),
         issued_on=str(body.get("issued_on", "")),
+        organizer_key_id=str(body.get("organizer_key_id", "")),
     )
     return len(body["cases"])
 
@@ -154,3 +166,18 @@ def volunteers(cache: DeskCache) -> list[dict[str, str]]:
     """The organizer's list of approved volunteer keys (from the last sync or import)."""
     raw = cache.get_meta(VOLUNTEERS_META)
     return list(json.loads(raw)) if raw else []
+
+
+def organizer_key_change(cache: DeskCache) -> tuple[str, str] | None:
+    """(pinned, now listed) organizer key ids when they differ, else None."""
+    pinned, seen = cache.get_meta(ORGANIZER_PIN_META), cache.get_meta(ORGANIZER_SEEN_META)
+    if pinned and seen and pinned != seen:
+        return pinned, seen
+    return None
+
+
+def accept_organizer_key(cache: DeskCache) -> None:
+    """Pin the organizer key id the server lists now (after comparing its fingerprint)."""
+    seen = cache.get_meta(ORGANIZER_SEEN_META)
+    if seen:
+        cache.set_meta(ORGANIZER_PIN_META, seen)

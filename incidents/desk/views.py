@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+from collections.abc import Callable, Mapping
 from datetime import date
 from typing import Any
 
@@ -30,6 +31,7 @@ from werkzeug.exceptions import HTTPException
 
 from incidents import crypto, vocabulary
 from incidents.bundle import BundleError, unb64
+from incidents.desk import sync as sync_module
 from incidents.desk import work
 from incidents.desk.client import DeskClientError, NetworkError, ServerClient, ServerError
 from incidents.desk.session import TOKEN_META, DeskSession, Job
@@ -212,12 +214,36 @@ def index() -> ResponseReturnValue:
     desk = state()
     return render_template(
         "desk/index.html",
+        organizer_change=organizer_change(),
         cases=desk.cache.cases(),
         pending=desk.cache.pending_count(),
         has_token=bool(desk.token),
         role=desk.cache.get_meta("role") or "",
         synced_on=desk.cache.get_meta("synced_on") or "",
     )
+
+
+def organizer_change() -> dict[str, str] | None:
+    """The organizer key the server now lists, when it is not the one this desk pinned."""
+    change = sync_module.organizer_key_change(state().cache)
+    if change is None or (state().cache.get_meta("role") or "") == "organizer":
+        return None
+    pinned, seen = change
+    fingerprint = ""
+    for bundle in state().cache.cases():
+        for entry in bundle["recipients"]:
+            if entry["key_id"] == seen:
+                fingerprint = entry["fingerprint"]
+    return {"pinned": pinned, "seen": seen, "fingerprint": fingerprint}
+
+
+@bp.post("/organizer-key/accept")
+def accept_organizer_key() -> ResponseReturnValue:
+    """Trust the organizer key the server lists now (after comparing its fingerprint)."""
+    private_key()
+    sync_module.accept_organizer_key(state().cache)
+    flash(_("The new organizer key is now trusted on this desk."))
+    return redirect(url_for("desk.index"))
 
 
 @bp.post("/sync")
@@ -380,6 +406,41 @@ def queue(kind: str, item: dict[str, Any]) -> None:
         flash(_("Sent to the server."))
 
 
+def trusted(entry: Mapping[str, str]) -> bool:
+    """Whether this desk seals to a recipient the server listed for a case.
+
+    The server could list a key of its own; so an organizer's desk seals only to its own key
+    and to volunteer keys whose fingerprint the organizer confirmed here, and a volunteer's
+    desk only to the organizer key it saw first (changed only when the volunteer accepts a new
+    one) and to the volunteers the server lists (which a volunteer cannot check).
+    """
+    desk = state()
+    role = desk.cache.get_meta("role") or ""
+    if entry["role"] == "organizer":
+        if role == "organizer":
+            return entry["key_id"] == desk.key_id
+        return entry["key_id"] == desk.cache.get_meta(sync_module.ORGANIZER_PIN_META)
+    if role == "organizer":
+        return entry["key_id"] in confirmed_keys()
+    return True
+
+
+def seal_for_case(kind: str, seal: Callable[[work.Trust], dict[str, Any]]) -> None:
+    """Seal an output to the trusted recipients and queue it; explain a refusal."""
+    try:
+        item = seal(trusted)
+    except BundleError:
+        flash(
+            _(
+                "The organizer key listed by the server is not the one this desk knows. "
+                "Nothing was sent. Compare the fingerprint with your organizer first."
+            ),
+            "error",
+        )
+        return
+    queue(kind, item)
+
+
 def text_field(name: str) -> str:
     """A text field of the form, trimmed; 400 if it is too long."""
     text = request.form.get(name, "").strip()
@@ -397,7 +458,7 @@ def add_note(report_id: uuid.UUID) -> ResponseReturnValue:
     if not text:
         flash(_("Write the note first."), "error")
     else:
-        queue("notes", work.seal_note(bundle, text))
+        seal_for_case("notes", lambda trust: work.seal_note(bundle, text, trusted=trust))
     return redirect(url_for("desk.case", report_id=report_id))
 
 
@@ -410,7 +471,7 @@ def add_reply(report_id: uuid.UUID) -> ResponseReturnValue:
     if not text:
         flash(_("Write the reply first."), "error")
     else:
-        queue("replies", work.seal_reply(bundle, text))
+        seal_for_case("replies", lambda trust: work.seal_reply(bundle, text, trusted=trust))
     return redirect(url_for("desk.case", report_id=report_id))
 
 
@@ -536,6 +597,7 @@ def revoke(report_id: uuid.UUID) -> ResponseReturnValue:
             item = work.rotate_case(
                 fresh,
                 private_key=key,
+                trusted=trusted,
                 fetch_attachment=lambda attachment_id: server.attachment(
                     str(report_id), attachment_id
                 ),

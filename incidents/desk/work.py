@@ -25,15 +25,25 @@ from incidents.services.attachments import (
 from incidents.services.casefile import ENVELOPE_FIELDS, ENVELOPE_KINDS, bundle_data_keys
 from incidents.services.followup import NOTE_FIELD, REPLY_FIELD
 
+Trust = Callable[[Mapping[str, str]], bool]
+"""Decides whether the desk may seal to a recipient the server listed (see views.trusted)."""
 
-def recipients_of(bundle: Mapping[str, Any]) -> list[crypto.PublicKey]:
-    """The keys a note on this case is sealed to: the organizer and the assigned volunteers."""
-    keys = [
-        crypto.PublicKey.from_bytes(unb64(entry["public_key"])) for entry in bundle["recipients"]
-    ]
-    if not any(entry["role"] == "organizer" for entry in bundle["recipients"]):
-        raise BundleError("the case bundle names no organizer key")
-    for entry, key in zip(bundle["recipients"], keys, strict=True):
+
+def _trust_all(_entry: Mapping[str, str]) -> bool:
+    """Accept every listed recipient (for tests and tools that check recipients themselves)."""
+    return True
+
+
+def recipients_of(
+    bundle: Mapping[str, Any], *, trusted: Trust = _trust_all
+) -> list[crypto.PublicKey]:
+    """The keys a note on this case is sealed to: the organizer and the assigned volunteers,
+    as listed by the server and accepted by ``trusted``."""
+    entries = [entry for entry in bundle["recipients"] if trusted(entry)]
+    if not any(entry["role"] == "organizer" for entry in entries):
+        raise BundleError("the case bundle names no trusted organizer key")
+    keys = [crypto.PublicKey.from_bytes(unb64(entry["public_key"])) for entry in entries]
+    for entry, key in zip(entries, keys, strict=True):
         if key.key_id_hex != entry["key_id"]:
             raise BundleError("a recipient key does not match its key id")
     return keys
@@ -70,14 +80,19 @@ def _sealed_envelope(
     }
 
 
-def seal_note(bundle: Mapping[str, Any], text: str) -> dict[str, Any]:
+def seal_note(
+    bundle: Mapping[str, Any], text: str, *, trusted: Trust = _trust_all
+) -> dict[str, Any]:
     """A note sealed to the organizer and the assigned volunteers."""
-    return _sealed_envelope(bundle, text, field=NOTE_FIELD, keys=recipients_of(bundle))
+    keys = recipients_of(bundle, trusted=trusted)
+    return _sealed_envelope(bundle, text, field=NOTE_FIELD, keys=keys)
 
 
-def seal_reply(bundle: Mapping[str, Any], text: str) -> dict[str, Any]:
+def seal_reply(
+    bundle: Mapping[str, Any], text: str, *, trusted: Trust = _trust_all
+) -> dict[str, Any]:
     """A reply sealed to the witness's key, the organizer and the assigned volunteers."""
-    keys = [*recipients_of(bundle), witness_key_of(bundle)]
+    keys = [*recipients_of(bundle, trusted=trusted), witness_key_of(bundle)]
     return _sealed_envelope(bundle, text, field=REPLY_FIELD, keys=keys)
 
 
@@ -164,6 +179,7 @@ def rotate_case(
     *,
     private_key: crypto.PrivateKey,
     fetch_attachment: Callable[[str], bytes],
+    trusted: Trust = _trust_all,
 ) -> dict[str, Any]:
     """Re-seal the whole case under fresh data keys, wrapped to the bundle's recipients.
 
@@ -173,7 +189,7 @@ def rotate_case(
     """
     report_id = uuid.UUID(bundle["report_id"])
     old_keys = bundle_data_keys(bundle, private_key=private_key)
-    keys = recipients_of(bundle)
+    keys = recipients_of(bundle, trusted=trusted)
     new_keys: dict[uuid.UUID, bytes] = {report_id: crypto.new_data_key()}
     sealed = {
         name: b64(

@@ -10,6 +10,7 @@ follow the quick-exit link without leaving the machine.
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -50,9 +51,12 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 
 @contextmanager
-def serving(app: Flask) -> Iterator[str]:
-    """Serve ``app`` on 127.0.0.1 (a free port) in a background thread; yield its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+def serving(app: Flask, *, port: int = 0) -> Iterator[str]:
+    """Serve ``app`` on 127.0.0.1 in a background thread; yield its base URL.
+
+    ``port`` 0 picks a free port; pass one from ``free_port()`` when the app must know it.
+    """
+    server = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
     )
@@ -64,6 +68,14 @@ def serving(app: Flask) -> Iterator[str]:
         thread.join(timeout=10)
         server.server_close()
         assert not thread.is_alive(), "the live server did not stop"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now (for an app that must know its port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
 
 
 @pytest.fixture
