@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import traceback
 
-from flask import Flask, current_app, render_template
+from flask import Flask, current_app, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from incidents.services.errors import KeyUnavailableError, ReportNotSavedError
 
 PAGES_BY_CODE = {400, 403, 404, 405, 413, 429, 500}
+API_PREFIX = "/api/"
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -46,8 +47,14 @@ def _csrf_failed(error: CSRFError) -> ResponseReturnValue:
 
 
 def _http_error(error: HTTPException) -> ResponseReturnValue:
-    """Render the translated page for an HTTP error (a generic one for rare codes)."""
+    """Render the translated page for an HTTP error (a generic one for rare codes); under the
+    desk API the answer is JSON, like every other API answer."""
     code = error.code or 500
+    if request.path.startswith(API_PREFIX):
+        response = jsonify({"error": "http", "message": error.name})
+        response.status_code = code
+        response.headers["Cache-Control"] = "no-store"
+        return response
     template = f"errors/{code}.html" if code in PAGES_BY_CODE else "errors/generic.html"
     return render_template(template, code=code), code
 

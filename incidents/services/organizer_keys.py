@@ -100,6 +100,12 @@ def _normalized_pin(pin: str | None) -> str | None:
         return None
 
 
+def _answer_hash(answer: str) -> str:
+    """What is stored of an expected challenge answer: its SHA-256, so that reading the
+    database does not give away the answer."""
+    return hashlib.sha256(answer.encode("utf-8")).hexdigest()
+
+
 def _registered_key(key_id: str) -> crypto.PublicKey:
     """A registered organizer public key by id; KeyUnavailableError if it is not one."""
     row = db.session.get(RecipientKey, key_id)
@@ -163,8 +169,8 @@ def issue_challenge(new_key: crypto.PublicKey, *, keyring: Keyring, actor: User)
         json.dumps(
             {
                 "public_key": b64(new_key.to_bytes()),
-                "current": current_answer,
-                "new": new_answer,
+                "current": _answer_hash(current_answer),
+                "new": _answer_hash(new_answer),
                 "by": actor.id,
             }
         ),
@@ -184,7 +190,8 @@ def start_rotation(
     challenge = json.loads(raw)
     _set(CHALLENGE, None)  # one attempt per challenge
     if challenge["by"] != actor.id or (
-        answers.get("current") != challenge["current"] or answers.get("new") != challenge["new"]
+        not hmac.compare_digest(_answer_hash(answers.get("current", "")), challenge["current"])
+        or not hmac.compare_digest(_answer_hash(answers.get("new", "")), challenge["new"])
     ):
         db.session.commit()
         raise RotationError(N_("The desk could not prove it holds both keys."))

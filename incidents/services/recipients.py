@@ -85,10 +85,10 @@ def approve_key(key_id: str, *, organizer: User) -> RecipientKey:
     row.approved_by_id = organizer.id
     for other in keys_of_owner(row.owner_id):
         if other.key_id != row.key_id and not other.is_retired:
-            other.is_retired = True
-            audit.record(actor=organizer.username, action="key.retire", target=other.key_id)
+            _retire(other, actor=organizer)
     audit.record(actor=organizer.username, action="key.approve", target=row.key_id)
     db.session.commit()
+    forget_deleted_rows()
     return row
 
 
@@ -100,6 +100,13 @@ def retire_key(key_id: str, *, actor: User) -> None:
         raise KeyRegistrationError(N_("No such volunteer key."))
     if actor.role != "organizer" and actor.id != row.owner_id:
         raise KeyRegistrationError(N_("No such volunteer key."))
+    _retire(row, actor=actor)
+    db.session.commit()
+    forget_deleted_rows()
+
+
+def _retire(row: RecipientKey, *, actor: User) -> None:
+    """Mark a key retired and delete every wrap addressed to it (within the transaction)."""
     row.is_retired = True
     wraps = db.session.execute(delete(Wrap).where(Wrap.key_id == row.key_id))
     envelopes = db.session.execute(delete(EnvelopeWrap).where(EnvelopeWrap.key_id == row.key_id))
@@ -112,8 +119,6 @@ def retire_key(key_id: str, *, actor: User) -> None:
             "envelope_wraps_deleted": envelopes.rowcount,  # type: ignore[attr-defined]
         },
     )
-    db.session.commit()
-    forget_deleted_rows()
 
 
 def keys_of_owner(owner_id: int) -> Sequence[RecipientKey]:
