@@ -1,7 +1,8 @@
 """Settings of the incident register, read from ``INCIDENTS_*`` environment variables.
 
 No Flask import here: the settings are a frozen dataclass that ``create_app`` turns into Flask
-configuration. One secret per purpose (session cookie signing, CSRF tokens, receipt lookup).
+configuration. One secret per purpose (session cookie signing, CSRF tokens, receipt lookup, and the
+authentication of an organizer key rotation recorded in the database).
 
 * ``production``: every secret and the organizer key pin must be set, or startup stops with a
   message naming exactly what to set.

@@ -240,7 +240,12 @@ def rotation_challenge() -> ResponseReturnValue:
         new_key = crypto.PublicKey.from_bytes(unb64(body.get("public_key")))
     except crypto.CryptoError as exc:
         raise BundleError("public_key is not a public key of the register") from exc
-    challenge = organizer_keys.issue_challenge(new_key, keyring=current_keyring(), actor=_user())
+    challenge = organizer_keys.issue_challenge(
+        new_key,
+        keyring=current_keyring(),
+        actor=_user(),
+        pin_secret=current_settings().pin_key,
+    )
     return jsonify({"current": b64(challenge.current), "new": b64(challenge.new)})
 
 

@@ -2,15 +2,16 @@
 
 1. **Start**: the desk proves it holds both the current organizer private key and the new one
    (each answers a possession challenge sealed to it). The new public key is registered as
-   *incoming*: from then on every new report, addition and note is also wrapped to it.
+   *incoming*: from then on every new report and addition is also wrapped to it (notes and
+   replies sealed on desks meanwhile reach it through the re-wrap step).
 2. **Re-wrap**: the desk pulls wraps addressed to the old key that have no counterpart for the
    new key yet, unwraps them and uploads wraps to the new key, batch by batch (each batch is one
    transaction; re-sending a batch replaces the same wraps). Interrupted runs simply continue.
 3. **Finish**: in one transaction, when nothing is left to re-wrap, the pin moves to the new key
    id (stored in the database), the old key is retired and every wrap to it is deleted.
 
-The configured pin (``INCIDENTS_ORGANIZER_KEY_ID``) stays the root of trust. The moved pin and
-the incoming key are stored with an HMAC under the deployment's pin secret
+The configured pin (``INCIDENTS_ORGANIZER_KEY_ID``) stays the root of trust. The moved pin, the
+incoming key and the pending challenge are stored with an HMAC under the deployment's pin secret
 (``INCIDENTS_PIN_SECRET``, kept outside the database), so writing to the database alone cannot
 add a recipient or move the pin; a record whose HMAC does not verify closes the witness form
 (fail closed). A moved pin is honoured while the configured pin is the key it moved from or the
@@ -44,6 +45,7 @@ MOVED_PIN = "organizer_key.pin"
 INCOMING = "organizer_key.incoming"
 CHALLENGE = "organizer_key.challenge"
 PAGE_SIZE = 200
+CHALLENGE_FIELDS = ("public_key", "current", "new", "by")
 
 
 class RotationError(DomainError):
@@ -111,7 +113,15 @@ def _registered_key(key_id: str) -> crypto.PublicKey:
     row = db.session.get(RecipientKey, key_id)
     if row is None or row.role != "organizer":
         raise KeyUnavailableError(f"organizer key {key_id} is not registered")
-    return crypto.PublicKey.from_bytes(row.public_key)
+    try:
+        public_key = crypto.PublicKey.from_bytes(row.public_key)
+    except crypto.CryptoError as exc:
+        raise KeyUnavailableError(f"organizer key {key_id} is stored damaged") from exc
+    # The record's HMAC covers the key id; the key id is a hash of the public key, so checking
+    # it here also authenticates the key bytes read from the database.
+    if public_key.key_id_hex != key_id:
+        raise KeyUnavailableError(f"the stored public key of {key_id} does not match its id")
+    return public_key
 
 
 def effective_keyring(
@@ -152,7 +162,9 @@ class Challenge:
     new: bytes
 
 
-def issue_challenge(new_key: crypto.PublicKey, *, keyring: Keyring, actor: User) -> Challenge:
+def issue_challenge(
+    new_key: crypto.PublicKey, *, keyring: Keyring, actor: User, pin_secret: bytes
+) -> Challenge:
     """Challenge the desk to prove it holds both keys (committed; replaces any earlier one)."""
     _require_organizer(actor)
     if new_key.key_id == keyring.organizer.key_id:
@@ -164,17 +176,16 @@ def issue_challenge(new_key: crypto.PublicKey, *, keyring: Keyring, actor: User)
         raise RotationError(N_("The new key is already registered on the server."))
     current_blob, current_answer = crypto.new_possession_challenge(keyring.organizer)
     new_blob, new_answer = crypto.new_possession_challenge(new_key)
-    _set(
-        CHALLENGE,
-        json.dumps(
-            {
-                "public_key": b64(new_key.to_bytes()),
-                "current": _answer_hash(current_answer),
-                "new": _answer_hash(new_answer),
-                "by": actor.id,
-            }
-        ),
+    record = {
+        "public_key": b64(new_key.to_bytes()),
+        "current": _answer_hash(current_answer),
+        "new": _answer_hash(new_answer),
+        "by": str(actor.id),
+    }
+    record["mac"] = _record_mac(
+        pin_secret, "challenge", *(record[name] for name in CHALLENGE_FIELDS)
     )
+    _set(CHALLENGE, json.dumps(record))
     db.session.commit()
     return Challenge(current=current_blob, new=new_blob)
 
@@ -187,9 +198,13 @@ def start_rotation(
     raw = _setting(CHALLENGE)
     if raw is None:
         raise RotationError(N_("Ask for a new challenge first."))
-    challenge = json.loads(raw)
     _set(CHALLENGE, None)  # one attempt per challenge
-    if challenge["by"] != actor.id or (
+    try:
+        challenge = _verified(raw, kind="challenge", fields=CHALLENGE_FIELDS, pin_secret=pin_secret)
+    except KeyUnavailableError:
+        db.session.commit()
+        raise RotationError(N_("The desk could not prove it holds both keys.")) from None
+    if challenge["by"] != str(actor.id) or (
         not hmac.compare_digest(_answer_hash(answers.get("current", "")), challenge["current"])
         or not hmac.compare_digest(_answer_hash(answers.get("new", "")), challenge["new"])
     ):

@@ -9,6 +9,7 @@ as a desk does it. Every test runs on SQLite and on PostgreSQL.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import uuid
 from collections.abc import Callable
@@ -63,7 +64,10 @@ def challenge_for(app: Flask, account: StaffAccount, new: crypto.PublicKey) -> A
     """Ask the server for possession challenges for the current and the new key."""
     with app.app_context():
         return organizer_keys.issue_challenge(
-            new, keyring=current_keyring(), actor=user_of(account)
+            new,
+            keyring=current_keyring(),
+            actor=user_of(account),
+            pin_secret=app.extensions["incidents.settings"].pin_key,
         )
 
 
@@ -735,3 +739,53 @@ def test_answers_read_from_the_database_do_not_start_a_rotation(
     # Then: the rotation must not start: the attacker's key must not receive new reports
     assert not started
     assert keyring_of(app).incoming is None
+
+
+def test_a_challenge_written_into_the_database_does_not_start_a_rotation(
+    app: Flask, organizer: KeyFiles
+) -> None:
+    # Given: an attacker with database write access and an organizer's session stores a
+    # challenge whose answers they chose, for a key of their own
+    chief = make_user(app, role="organizer")
+    attacker = crypto.PrivateKey.generate()
+    challenge_for(app, chief, attacker.public_key())
+    ((stored,),) = raw(
+        app, f"SELECT value FROM site_settings WHERE key = '{organizer_keys.CHALLENGE}'"
+    )
+    forged = json.loads(stored)
+    forged.update(current=hashlib.sha256(b"chosen").hexdigest(), new=forged["current"])
+    with app.app_context():
+        db.session.execute(
+            sa.text("UPDATE site_settings SET value = :value WHERE key = :key"),
+            {"value": json.dumps(forged), "key": organizer_keys.CHALLENGE},
+        )
+        db.session.commit()
+
+    # When: they answer their own challenge
+    with pytest.raises(RotationError):
+        start(app, chief, {"current": "chosen", "new": "chosen"})
+
+    # Then: no rotation started
+    assert keyring_of(app).incoming is None
+
+
+def test_a_swapped_public_key_of_the_incoming_key_closes_the_register(
+    app: Flask, organizer: KeyFiles
+) -> None:
+    # Given: a rotation under way to a new organizer key
+    chief = make_user(app, role="organizer")
+    new = crypto.PrivateKey.generate()
+    begin(app, chief, current=organizer.private_key, new=new)
+    assert keyring_of(app).incoming == new.public_key()
+
+    # When: someone replaces the stored public key bytes of that key id with their own key
+    attacker = crypto.PrivateKey.generate().public_key()
+    with app.app_context():
+        db.session.execute(
+            sa.text("UPDATE recipient_keys SET public_key = :key WHERE key_id = :id"),
+            {"key": attacker.to_bytes(), "id": new.key_id.hex()},
+        )
+        db.session.commit()
+
+    # Then: the server refuses to seal to it: the witness form closes (fail closed)
+    assert closed(app)
