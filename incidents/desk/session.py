@@ -32,6 +32,7 @@ class Job:
     total: int
     done: int = 0
     failed: int = 0
+    refused: int = 0
     finished: bool = False
     message: str = ""
 

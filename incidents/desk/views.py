@@ -516,7 +516,9 @@ def attachment(report_id: uuid.UUID, attachment_id: uuid.UUID) -> ResponseReturn
         except WorkingCopyError:
             flash(_("No working copy can be made of this kind of file."), "error")
             return redirect(url_for("desk.case", report_id=report_id))
-        safe_name = f"working-copy-{safe_name}"
+        stem = safe_name.rsplit(".", 1)[0] if "." in safe_name else safe_name
+        extension = IMAGE_FORMATS[meta.type].lower().replace("jpeg", "jpg")
+        safe_name = f"working-copy-{stem}.{extension}"
     return Response(
         data,
         mimetype="application/octet-stream",
@@ -671,7 +673,7 @@ def run_bulk_grant(
         server = desk.settings.client(token=desk.token, key_id=desk.key_id) if desk.token else None
         if server is not None:
             try:
-                push(desk.cache, server)
+                job.refused += push(desk.cache, server).refused
             except DeskClientError as exc:
                 job.message = f"{type(exc).__name__}: {exc}"
 
