@@ -1,8 +1,10 @@
 """Moving ciphertext between the desk's cache and the server, online or by file.
 
 Online sync sends the outbox first, then pulls every bundle and replaces the cache in one
-transaction; a broken connection leaves both the cache and the outbox as they were, and running
-sync again finishes the job (the server skips outputs it already stored). Cases the server no
+transaction. A broken connection never leaves anything half-done: outputs the server confirmed
+leave the outbox, the others stay (even if the server stored them but its answer was lost), and
+the cache is replaced only once every bundle has arrived; running sync again finishes the job
+(the server skips outputs it already stored). Cases the server no
 longer sends (revoked, deleted) disappear from the cache.
 
 Offline, the same bundles arrive as a bundle file (downloaded from the server) and the outbox

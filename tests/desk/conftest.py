@@ -6,14 +6,19 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 from incidents import crypto
+from incidents.db import db
 from incidents.desk import DeskSettings, create_desk_app
 from incidents.desk.client import Answer, NetworkError
+from incidents.desk.session import DeskSession
+from incidents.models import User
+from incidents.services import api_tokens
 from tests.conftest import TEST_KDF, KeyFiles
 
 
@@ -21,10 +26,15 @@ class FlaskTransport:
     """Send the desk's API calls to the server app's test client (optionally failing)."""
 
     def __init__(self, server: FlaskClient) -> None:
-        """Wrap ``server``; ``fail_after`` makes the n-th following call raise NetworkError."""
+        """Wrap ``server``; ``fail_after`` makes the n-th following call raise NetworkError.
+
+        With ``lose_answer`` set, that failing call first reaches the server and only its
+        answer is lost (once; later calls fail before reaching the server).
+        """
         self.server = server
         self.calls: list[str] = []
         self.fail_after: int | None = None
+        self.lose_answer = False
 
     def request(
         self, method: str, path: str, *, headers: dict[str, str], body: bytes | None
@@ -32,6 +42,10 @@ class FlaskTransport:
         """Forward the request, or simulate a broken connection."""
         if self.fail_after is not None:
             if self.fail_after == 0:
+                if self.lose_answer:
+                    self.lose_answer = False
+                    self.calls.append(f"{method} {path}")
+                    self.server.open(path, method=method, headers=headers, data=body)
                 raise NetworkError("connection reset (simulated)")
             self.fail_after -= 1
         self.calls.append(f"{method} {path}")
@@ -68,6 +82,25 @@ class Desk:
     def post(self, url: str, data: dict[str, object] | None = None, **kwargs: object) -> object:
         """POST a desk form with its CSRF token."""
         return self.browser.post(url, data={"csrf_token": self.csrf(), **(data or {})}, **kwargs)
+
+    @property
+    def state(self) -> DeskSession:
+        """The running desk's state (key, token, cache, jobs)."""
+        desk: DeskSession = self.app.extensions["incidents.desk"]
+        return desk
+
+    def snapshot(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The cached cases and the outbox, to compare before and after a failure."""
+        _ids, outbox = self.state.cache.outputs()
+        return self.state.cache.cases(), outbox
+
+
+def issue_token(app: Flask, user_id: int) -> api_tokens.NewToken:
+    """A fresh API token for the user (its secret and its id)."""
+    with app.app_context():
+        user = db.session.get(User, user_id)
+        assert user is not None
+        return api_tokens.issue_token(user, label="desk test")
 
 
 def key_files(directory: Path, name: str, private_key: crypto.PrivateKey) -> KeyFiles:

@@ -68,7 +68,9 @@ def test_organizer_grants_volunteer_reads_writes_and_loses_access(
         witness = followup.find_case(
             filed.receipt, receipt_secret=app.extensions["incidents.settings"].receipt_key
         )
-        assert [reply.body for reply in followup.replies_for(witness)] == ["We are on it, numbat-9."]
+        assert [reply.body for reply in followup.replies_for(witness)] == [
+            "We are on it, numbat-9."
+        ]
 
     # And the organizer's desk reads the note after a sync
     boss_desk.post("/sync")
@@ -89,6 +91,8 @@ def test_organizer_grants_volunteer_reads_writes_and_loses_access(
         witness = followup.find_case(
             filed.receipt, receipt_secret=app.extensions["incidents.settings"].receipt_key
         )
-        assert [reply.body for reply in followup.replies_for(witness)] == ["We are on it, numbat-9."]
+        assert [reply.body for reply in followup.replies_for(witness)] == [
+            "We are on it, numbat-9."
+        ]
     assert uuid.UUID(report)
     assert crypto.FORMAT_VERSION == 1
