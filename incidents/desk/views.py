@@ -449,30 +449,35 @@ def text_field(name: str) -> str:
     return text
 
 
-@bp.post("/cases/<uuid:report_id>/notes")
-def add_note(report_id: uuid.UUID) -> ResponseReturnValue:
-    """Seal a note to the organizer and the assigned volunteers."""
+SEALERS: dict[str, Callable[..., dict[str, Any]]] = {
+    "notes": work.seal_note,
+    "replies": work.seal_reply,
+}
+
+
+def seal_text(report_id: uuid.UUID, kind: str, *, empty_message: str) -> ResponseReturnValue:
+    """Seal the form's text as a note or a reply to the case and queue it."""
     private_key()
     bundle = bundle_or_404(report_id)
     text = text_field("text")
     if not text:
-        flash(_("Write the note first."), "error")
+        flash(empty_message, "error")
     else:
-        seal_for_case("notes", lambda trust: work.seal_note(bundle, text, trusted=trust))
+        seal = SEALERS[kind]
+        seal_for_case(kind, lambda trust: seal(bundle, text, trusted=trust))
     return redirect(url_for("desk.case", report_id=report_id))
+
+
+@bp.post("/cases/<uuid:report_id>/notes")
+def add_note(report_id: uuid.UUID) -> ResponseReturnValue:
+    """Seal a note to the organizer and the assigned volunteers."""
+    return seal_text(report_id, "notes", empty_message=_("Write the note first."))
 
 
 @bp.post("/cases/<uuid:report_id>/replies")
 def add_reply(report_id: uuid.UUID) -> ResponseReturnValue:
     """Seal a reply to the witness (and the organizer and assigned volunteers)."""
-    private_key()
-    bundle = bundle_or_404(report_id)
-    text = text_field("text")
-    if not text:
-        flash(_("Write the reply first."), "error")
-    else:
-        seal_for_case("replies", lambda trust: work.seal_reply(bundle, text, trusted=trust))
-    return redirect(url_for("desk.case", report_id=report_id))
+    return seal_text(report_id, "replies", empty_message=_("Write the reply first."))
 
 
 @bp.post("/cases/<uuid:report_id>/status")
