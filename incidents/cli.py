@@ -665,7 +665,7 @@ def desk_command(
     key_path: Path, server_url: str | None, host: str, port: int, cache_dir: Path | None
 ) -> None:
     """Start the desk on this computer: decrypt and work cases with your own key."""
-    from werkzeug.serving import run_simple
+    from werkzeug.serving import make_server
 
     from incidents.desk import DeskSettings, DeskStartError, create_desk_app
 
@@ -682,8 +682,15 @@ def desk_command(
         raise click.ClickException(str(exc)) from exc
     click.echo(f"Desk for key {desk.extensions['incidents.desk'].key_id}")
     click.echo(f"Open http://{host}:{port}/ in your browser. Stop with Ctrl+C.")
-    # Flask ignores app.run() inside a "flask" command, so serve with Werkzeug directly.
-    run_simple(host, port, desk, threaded=True, use_reloader=False, use_debugger=False)
+    # Flask ignores app.run() inside a "flask" command, so serve with Werkzeug directly (its
+    # threaded server, without the reloader or debugger; the desk listens on loopback only).
+    server = make_server(host, port, desk, threaded=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("Desk stopped; the key is no longer in memory.")
+    finally:
+        server.server_close()
 
 
 @keys_cli.command("rotate")

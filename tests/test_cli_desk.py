@@ -17,10 +17,20 @@ def test_desk_command_serves_the_desk_on_loopback(
 ) -> None:
     served: dict[str, Any] = {}
 
-    def fake_run_simple(host: str, port: int, application: Any, **options: Any) -> None:
-        served.update(host=host, port=port, app=application, options=options)
+    class FakeServer:
+        """Records what would be served instead of listening."""
 
-    monkeypatch.setattr(werkzeug.serving, "run_simple", fake_run_simple)
+        def serve_forever(self) -> None:
+            served["forever"] = True
+
+        def server_close(self) -> None:
+            served["closed"] = True
+
+    def fake_make_server(host: str, port: int, application: Any, **options: Any) -> FakeServer:
+        served.update(host=host, port=port, app=application, options=options)
+        return FakeServer()
+
+    monkeypatch.setattr(werkzeug.serving, "make_server", fake_make_server)
     result = runner.invoke(
         args=[
             "desk",
@@ -38,7 +48,9 @@ def test_desk_command_serves_the_desk_on_loopback(
     assert served["host"] == "127.0.0.1"
     assert served["port"] == 5099
     assert served["app"].name == "incidents.desk"
-    assert served["options"]["use_reloader"] is False
+    assert served["options"]["threaded"] is True
+    assert served["forever"]
+    assert served["closed"]
     assert organizer.public_key.key_id_hex in result.output
 
 
@@ -50,7 +62,7 @@ def test_desk_command_refuses_other_addresses(
     monkeypatch: pytest.MonkeyPatch,
     host: str,
 ) -> None:
-    monkeypatch.setattr(werkzeug.serving, "run_simple", lambda *a, **k: pytest.fail("served"))
+    monkeypatch.setattr(werkzeug.serving, "make_server", lambda *a, **k: pytest.fail("served"))
     result = runner.invoke(
         args=[
             *("desk", "--key", str(organizer.private_path), "--host", host),

@@ -73,6 +73,7 @@ def no_desk_server(monkeypatch: pytest.MonkeyPatch) -> None:
         pytest.fail("the desk started serving although it should have refused to start")
 
     monkeypatch.setattr(werkzeug.serving, "run_simple", refuse)
+    monkeypatch.setattr(werkzeug.serving, "make_server", refuse)
     monkeypatch.setattr(Flask, "run", refuse)
 
 
