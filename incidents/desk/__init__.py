@@ -88,6 +88,7 @@ def create_desk_app(settings: DeskSettings) -> Flask:
     key_text, info = read_key_file(settings.key_path)
     crypto.ensure_platform_support()
 
+    from incidents.desk import key_rotation_views  # noqa: F401 (registers its routes on bp)
     from incidents.desk.cache import DeskCache
     from incidents.desk.views import bp
     from incidents.extensions import babel, csrf

@@ -35,6 +35,8 @@ class Job:
     refused: int = 0
     finished: bool = False
     message: str = ""
+    kind: str = "grant"
+    result: str = ""
 
 
 @dataclass

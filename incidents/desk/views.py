@@ -105,6 +105,7 @@ def inject_desk() -> dict[str, Any]:
     """Values every desk page needs."""
     desk = state()
     return {
+        "role": desk.cache.get_meta("role") or "",
         "vocabulary": vocabulary,
         "image_formats": IMAGE_FORMATS,
         "desk_key_id": desk.key_id,
@@ -696,7 +697,7 @@ def run_bulk_grant(
 
 @bp.get("/jobs/<job_id>")
 def job(job_id: str) -> ResponseReturnValue:
-    """Progress of a bulk grant (refreshes itself without JavaScript)."""
+    """Progress of a bulk grant or a key rotation (refreshes itself without JavaScript)."""
     private_key()
     current = state().jobs.get(job_id)
     if current is None:
