@@ -680,6 +680,7 @@ def desk_command(
         desk = create_desk_app(settings)
     except DeskStartError as exc:
         raise click.ClickException(str(exc)) from exc
+    desk.extensions["incidents.desk"].start_idle_watch()
     click.echo(f"Desk for key {desk.extensions['incidents.desk'].key_id}")
     click.echo(f"Open http://{host}:{port}/ in your browser. Stop with Ctrl+C.")
     # Flask ignores app.run() inside a "flask" command, so serve with Werkzeug directly (its

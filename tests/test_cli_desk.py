@@ -71,3 +71,28 @@ def test_desk_command_refuses_other_addresses(
     )
     assert result.exit_code != 0
     assert "only listens on this computer" in result.output
+
+
+@pytest.mark.parametrize(
+    ("server", "accepted"),
+    [
+        ("https://register.example", True),
+        ("http://127.0.0.1:5000", True),
+        ("http://localhost:5000", True),
+        ("http://register.example", False),
+        ("ftp://register.example", False),
+    ],
+)
+def test_the_desk_sends_its_token_in_clear_only_to_this_computer(
+    organizer: KeyFiles, tmp_path: Path, server: str, accepted: bool
+) -> None:
+    from incidents.desk import DeskSettings, DeskStartError, create_desk_app
+
+    settings = DeskSettings(
+        key_path=organizer.private_path, server_url=server, cache_dir=tmp_path / "cache"
+    )
+    if accepted:
+        assert create_desk_app(settings).name == "incidents.desk"
+    else:
+        with pytest.raises(DeskStartError, match="https://"):
+            create_desk_app(settings)

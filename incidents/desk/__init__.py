@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,15 @@ class DeskSettings:
         return ServerClient(self.transport_factory(self.server_url), token=token, key_id=key_id)
 
 
+def _is_acceptable_server(url: str) -> bool:
+    """HTTPS anywhere; plain HTTP only to this computer (the token must not cross a network
+    in clear)."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme == "https" and parsed.hostname:
+        return True
+    return parsed.scheme == "http" and is_loopback(parsed.hostname or "")
+
+
 def read_key_file(path: Path) -> tuple[str, crypto.KeyFileInfo]:
     """Read and check a private key file without decrypting it; DeskStartError if it is not one."""
     try:
@@ -81,10 +91,10 @@ def create_desk_app(settings: DeskSettings) -> Flask:
         raise DeskStartError(
             f"the desk only listens on this computer (127.0.0.1); refusing {settings.host}"
         )
-    if settings.server_url is not None and not settings.server_url.startswith(
-        ("https://", "http://")
-    ):
-        raise DeskStartError("the server address must start with https://")
+    if settings.server_url is not None and not _is_acceptable_server(settings.server_url):
+        raise DeskStartError(
+            "the server address must start with https:// (http:// only for this computer)"
+        )
     key_text, info = read_key_file(settings.key_path)
     crypto.ensure_platform_support()
 

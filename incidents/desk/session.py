@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from incidents.desk import DeskSettings
     from incidents.desk.cache import DeskCache
 
+_UNLOCK_LOCK = threading.Lock()
 TOKEN_META = "api_token_sealed"  # noqa: S105 (a setting name, not a secret)
 TOKEN_FIELD = "api-token"  # noqa: S105 (a field name bound into the AAD)
 
@@ -55,8 +56,13 @@ class DeskSession:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def unlock(self, passphrase: str, *, token: str) -> str:
-        """Open the key file; returns the browser cookie value. Raises crypto errors."""
-        private_key = crypto.decrypt_private_key(self.key_text, passphrase=passphrase)
+        """Open the key file; returns the browser cookie value. Raises crypto errors.
+
+        One unlock at a time: Argon2id with 256 MiB and several lanes per attempt must not run
+        in parallel (two at once exhausted memory and hung the derivation).
+        """
+        with _UNLOCK_LOCK:
+            private_key = crypto.decrypt_private_key(self.key_text, passphrase=passphrase)
         storage_key = crypto.desk_storage_key(private_key)
         if token:
             self.cache.set_meta(TOKEN_META, self._seal_token(token, storage_key))
@@ -109,6 +115,29 @@ class DeskSession:
             self.private_key = None
             self.token = None
             self.browser_hash = None
+
+    def expire_if_idle(self) -> bool:
+        """Lock the desk if it has been idle too long; True if it is (now) locked."""
+        with self.lock:
+            if self.private_key is None:
+                return True
+            if time.monotonic() - self.last_seen > self.settings.idle_seconds:
+                self.private_key = None
+                self.token = None
+                self.browser_hash = None
+                return True
+            return False
+
+    def start_idle_watch(self, *, every: float = 15.0) -> None:
+        """Check for idleness in the background, so the key leaves memory on time even when no
+        request arrives."""
+
+        def watch() -> None:
+            while True:
+                time.sleep(every)
+                self.expire_if_idle()
+
+        threading.Thread(target=watch, name="desk-idle-lock", daemon=True).start()
 
     def key_for(self, cookie: str | None) -> crypto.PrivateKey | None:
         """The unlocked key if ``cookie`` is the unlocking browser's and the desk is not idle."""

@@ -57,6 +57,8 @@ VOLUNTEER_TRANSITIONS: dict[str, frozenset[str]] = {
 """Status changes a volunteer may make on a case assigned to them."""
 
 MAX_ITEMS = 10_000
+MAX_SEALED_TEXT = 64 * 1024
+"""Largest sealed note or reply accepted (a desk caps the text at 20,000 characters)."""
 
 
 class OutputError(DomainError):
@@ -244,6 +246,8 @@ def _apply_envelope(
         raise OutputError(N_("A note or reply reuses the id of something else."))
     sealed = unb64(item["sealed"])
     crypto.check_sealed_field(sealed)
+    if len(sealed) > MAX_SEALED_TEXT:
+        raise OutputError(N_("A note or reply is too long."))
     wraps = _decode_wraps(item["wraps"])
     allowed = set(allowed_keys(report, keyring=keyring))
     required = {keyring.organizer.key_id_hex}
@@ -416,6 +420,11 @@ def _rotate_attachments(
         raise OutputError(N_("The case changed meanwhile; sync and try again."))
     partial = attachment_directory(instance_path) / PARTIAL_DIRECTORY
     partial.mkdir(parents=True, exist_ok=True)
+    new_ids = [uuid.UUID(str(entry["id"])) for entry in entries]
+    if len(set(new_ids)) != len(new_ids) or any(
+        new_id in stored or db.session.get(Attachment, new_id) is not None for new_id in new_ids
+    ):
+        raise OutputError(N_("The case changed meanwhile; sync and try again."))
     for entry in entries:
         old = stored[uuid.UUID(str(entry["replaces"]))]
         new_id = uuid.UUID(str(entry["id"]))

@@ -321,23 +321,44 @@ def finish_rotation(
     old_row = db.session.get(RecipientKey, old.key_id_hex)
     if old_row is not None:
         old_row.is_retired = True
-    deleted = db.session.execute(delete(Wrap).where(Wrap.key_id == old.key_id_hex))
-    deleted_envelopes = db.session.execute(
-        delete(EnvelopeWrap).where(EnvelopeWrap.key_id == old.key_id_hex)
-    )
+    deleted, deleted_envelopes = _delete_old_wraps(old.key_id_hex, new.key_id_hex)
+    _, left = pending_wraps(keyring, limit=0)
+    if left:  # something was stored to the old key after the check above: keep everything
+        db.session.rollback()
+        raise RotationError(
+            N_("%(count)s wraps still need the new key; run the rotation again."), count=left
+        )
     audit.record(
         actor=actor.username,
         action="organizer_key.rotation_finish",
         target=new.key_id_hex,
         details={
             "from": old.key_id_hex,
-            "wraps_deleted": deleted.rowcount,  # type: ignore[attr-defined]
-            "envelope_wraps_deleted": deleted_envelopes.rowcount,  # type: ignore[attr-defined]
+            "wraps_deleted": deleted,
+            "envelope_wraps_deleted": deleted_envelopes,
         },
     )
     db.session.commit()
     forget_deleted_rows()
     return new.key_id_hex
+
+
+def _delete_old_wraps(old: str, new: str) -> tuple[int, int]:
+    """Delete the old key's wraps that have a counterpart for the new key (only those: a wrap
+    stored to the old key after the pending check stays, and the caller then refuses)."""
+    new_wrap = Wrap.__table__.alias("new_wrap")
+    with_report_copy = select(new_wrap.c.report_id).where(new_wrap.c.key_id == new)
+    reports = db.session.execute(
+        delete(Wrap).where(Wrap.key_id == old, Wrap.report_id.in_(with_report_copy))
+    )
+    new_envelope = EnvelopeWrap.__table__.alias("new_envelope")
+    with_envelope_copy = select(new_envelope.c.envelope_id).where(new_envelope.c.key_id == new)
+    envelopes = db.session.execute(
+        delete(EnvelopeWrap).where(
+            EnvelopeWrap.key_id == old, EnvelopeWrap.envelope_id.in_(with_envelope_copy)
+        )
+    )
+    return reports.rowcount, envelopes.rowcount  # type: ignore[attr-defined]
 
 
 def _require_organizer(user: User) -> None:

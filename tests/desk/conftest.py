@@ -125,7 +125,7 @@ def make_desk(app: Flask, tmp_path: Path) -> Callable[..., Desk]:
         transport = FlaskTransport(app.test_client())
         settings = DeskSettings(
             key_path=key.private_path,
-            server_url="http://server.test" if online else None,
+            server_url="https://server.test" if online else None,
             cache_dir=tmp_path / f"{name}-cache",
             transport_factory=lambda _url: transport,
         )
