@@ -17,7 +17,15 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from incidents.bundle import BUNDLE_FORMAT, OUTPUTS_FORMAT, dump_file, load_file
+from incidents import crypto
+from incidents.bundle import (
+    BUNDLE_FORMAT,
+    OUTPUTS_FORMAT,
+    BundleError,
+    dump_file,
+    load_file,
+    unb64,
+)
 from incidents.desk.cache import DeskCache
 from incidents.desk.client import ServerClient, ServerError
 
@@ -109,6 +117,30 @@ ORGANIZER_PIN_META = "organizer_pin"
 ORGANIZER_SEEN_META = "organizer_seen"
 
 
+def checked_keys(entries: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Key entries the server listed, kept only when the public key hashes to the key id, with
+    the fingerprint worked out here from the key itself (never the server's text)."""
+    checked = []
+    for entry in entries:
+        try:
+            key = crypto.PublicKey.from_bytes(unb64(entry["public_key"]))
+        except (crypto.CryptoError, BundleError, KeyError):
+            continue
+        if key.key_id_hex == entry.get("key_id"):
+            checked.append({**entry, "fingerprint": key.fingerprint})
+    return checked
+
+
+def checked_bundle(bundle: dict[str, Any]) -> dict[str, Any]:
+    """A bundle whose listed recipient keys were checked (see ``checked_keys``)."""
+    return {**bundle, "recipients": checked_keys(list(bundle.get("recipients", [])))}
+
+
+def store_case(cache: DeskCache, bundle: dict[str, Any]) -> None:
+    """Store one freshly fetched bundle, its keys checked."""
+    cache.put_case(checked_bundle(bundle))
+
+
 def store_snapshot(
     cache: DeskCache,
     bundles: list[dict[str, Any]],
@@ -120,12 +152,12 @@ def store_snapshot(
 ) -> None:
     """Replace the cache's cases and the organizer's volunteer list; pin the organizer key id
     the first time one is seen (later changes are only noted, see ``accept_organizer_key``)."""
-    cache.replace_cases(bundles)
+    cache.replace_cases([checked_bundle(bundle) for bundle in bundles])
     if organizer_key_id:
         cache.set_meta(ORGANIZER_SEEN_META, organizer_key_id)
         if cache.get_meta(ORGANIZER_PIN_META) is None:
             cache.set_meta(ORGANIZER_PIN_META, organizer_key_id)
-    cache.set_meta(VOLUNTEERS_META, json.dumps(volunteers))
+    cache.set_meta(VOLUNTEERS_META, json.dumps(checked_keys(volunteers)))
     cache.set_meta(ROLE_META, role)
     cache.set_meta(SYNCED_META, issued_on or "")
 

@@ -396,7 +396,7 @@ def queue(kind: str, item: dict[str, Any]) -> None:
         return
     try:
         pushed = push(desk.cache, server)
-        desk.cache.put_case(server.case(item["report_id"]))
+        sync_module.store_case(desk.cache, server.case(item["report_id"]))
     except DeskClientError as exc:
         flash(explain(exc), "error")
         flash(_("Saved on this desk; it will be sent with the next sync or outputs file."))
@@ -612,7 +612,7 @@ def revoke(report_id: uuid.UUID) -> ResponseReturnValue:
             )
             server.send_outputs({"key_id": state().key_id, "rotations": [item]})
             fresh = server.case(str(report_id))
-        state().cache.put_case(fresh)
+        sync_module.store_case(state().cache, fresh)
     except ValueError:
         abort(400)
     except DeskClientError as exc:

@@ -120,3 +120,38 @@ def test_volunteer_desk_refuses_an_organizer_key_it_does_not_know(
     page = desk.browser.get("/").get_data(as_text=True)
     assert intruder.fingerprint in page
     assert "trust the new organizer key" in page
+
+
+def test_fingerprints_shown_are_worked_out_on_the_desk(tmp_path: Path) -> None:
+    # Given a server that lists an attacker's key under a volunteer's name and real fingerprint,
+    # and another entry whose key does not hash to its key id
+    from incidents.desk.cache import DeskCache
+    from incidents.desk.sync import store_snapshot, volunteers
+
+    real = crypto.PrivateKey.generate().public_key()
+    attacker = crypto.PrivateKey.generate().public_key()
+    cache = DeskCache(tmp_path / "cache", key_id="00" * 16)
+    listed = {
+        "key_id": attacker.key_id_hex,
+        "public_key": b64(attacker.to_bytes()),
+        "fingerprint": real.fingerprint,
+        "role": "volunteer",
+        "username": "trusted-colleague",
+        "user_id": "7",
+    }
+    mismatched = {**listed, "key_id": real.key_id_hex}
+    bundle = {
+        "report_id": "5b2f4c1e-9a0d-4f3e-8b6a-2c1d0e9f8a7b",
+        "shell": {"received_on": "2026-11-25"},
+        "recipients": [listed, mismatched],
+    }
+
+    # When the desk stores what the server sent
+    store_snapshot(
+        cache, [bundle], volunteers=[listed, mismatched], role="organizer", issued_on=None
+    )
+
+    # Then only the consistent entry is kept, with the attacker key's own fingerprint
+    (stored,) = cache.cases()
+    assert [entry["fingerprint"] for entry in stored["recipients"]] == [attacker.fingerprint]
+    assert [entry["fingerprint"] for entry in volunteers(cache)] == [attacker.fingerprint]
