@@ -291,6 +291,18 @@ def rotation_wraps() -> ResponseReturnValue:
     return jsonify({"stored": stored})
 
 
+@bp.post("/organizer-key/unreadable")
+@token_required
+def rotation_unreadable() -> ResponseReturnValue:
+    """Discard old-key wraps of notes or replies that the old key cannot open."""
+    body = _json_body()
+    items = body.get("wraps")
+    if not isinstance(items, list) or len(items) > 1000:
+        raise BundleError("wraps must be a list of at most 1000 items")
+    discarded = organizer_keys.discard_unreadable(items, keyring=current_keyring(), actor=_user())
+    return jsonify({"discarded": discarded})
+
+
 @bp.post("/organizer-key/finish")
 @token_required
 def rotation_finish() -> ResponseReturnValue:

@@ -195,6 +195,10 @@ class ServerClient:
         """Store a batch of wraps to the new key."""
         return int(self._call("POST", "/organizer-key/wraps", {"wraps": wraps})["stored"])
 
+    def rotation_discard(self, wraps: list[dict[str, str]]) -> int:
+        """Discard old-key wraps of notes or replies that the old key cannot open."""
+        return int(self._call("POST", "/organizer-key/unreadable", {"wraps": wraps})["discarded"])
+
     def rotation_finish(self) -> str:
         """Move the pin; returns the new organizer key id."""
         return str(self._call("POST", "/organizer-key/finish", {})["organizer_key_id"])

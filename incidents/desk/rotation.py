@@ -81,7 +81,20 @@ def rotate_organizer_key(
     page, remaining = client.rotation_pending(limit=batch)
     total = remaining
     while page:
-        client.rotation_store([rewrap(item, old=old, new=new_public) for item in page])
+        moved, unreadable = [], []
+        for item in page:
+            try:
+                moved.append(rewrap(item, old=old, new=new_public))
+            except crypto.CryptoError:
+                if item["envelope_id"] == item["report_id"]:
+                    raise  # a report's own wrap that does not open: stop and say so
+                unreadable.append(item)  # a note or reply sealed wrongly by its writer
+        if moved:
+            client.rotation_store(moved)
+        if unreadable:
+            client.rotation_discard(
+                [{"report_id": i["report_id"], "envelope_id": i["envelope_id"]} for i in unreadable]
+            )
         done += len(page)
         progress(done, total)
         page, remaining = client.rotation_pending(limit=batch)

@@ -22,7 +22,12 @@ from incidents.services.attachments import (
     meta_field_name,
     open_meta_blob,
 )
-from incidents.services.casefile import ENVELOPE_FIELDS, ENVELOPE_KINDS, bundle_data_keys
+from incidents.services.casefile import (
+    ENVELOPE_FIELDS,
+    ENVELOPE_KINDS,
+    bundle_data_keys,
+    unreadable_envelopes,
+)
 from incidents.services.followup import NOTE_FIELD, REPLY_FIELD
 
 Trust = Callable[[Mapping[str, str]], bool]
@@ -204,12 +209,17 @@ def rotate_case(
         )
         for name, blob in bundle["sealed"].items()
     }
+    unreadable = {envelope_id for _kind, envelope_id in unreadable_envelopes(bundle, old_keys)}
     envelopes = []
+    dropped = []
     for kind in ENVELOPE_KINDS:
         for entry in bundle[kind]:
             envelope_id = uuid.UUID(entry["id"])
-            if envelope_id not in old_keys:
-                raise crypto.DecryptionError("part of the case is not wrapped to this key")
+            if envelope_id in unreadable or envelope_id not in old_keys:
+                if kind == "additions":
+                    raise crypto.DecryptionError("a witness's addition does not open")
+                dropped.append(str(envelope_id))  # sealed wrongly: the rotation removes it
+                continue
             field = ENVELOPE_FIELDS[kind]
             text = crypto.open_field(
                 unb64(entry["sealed"]), data_key=old_keys[envelope_id], report_id=envelope_id,
@@ -238,6 +248,7 @@ def rotate_case(
         "sealed": sealed,
         "wraps": _wraps(new_keys[report_id], report_id, keys),
         "envelopes": envelopes,
+        "drop": dropped,
         "attachments": attachments,
     }
 

@@ -85,6 +85,7 @@ class CaseFile:
     replies: list[OpenedReply] = field(default_factory=list)
     notes: list[OpenedNote] = field(default_factory=list)
     status_history: list[dict[str, str]] = field(default_factory=list)
+    unreadable: int = 0
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form (for ``reports open``)."""
@@ -137,7 +138,10 @@ def bundle_data_keys(
     """Every data key of a bundle that ``private_key`` can unwrap, by envelope id.
 
     Raises NoWrapForKeyError when the report itself is not wrapped to the key, and
-    crypto.CryptoError when a wrap fails to open (tampered, moved, or for another key).
+    crypto.CryptoError when the report's own wrap fails to open (tampered, moved, or for
+    another key). An addition's, reply's or note's wrap that fails to open is left out (see
+    ``unreadable_envelopes``): a note a staff member sealed badly, by mistake or on purpose,
+    must not make the whole case unreadable.
     """
     report_id = uuid.UUID(bundle["report_id"])
     if not bundle.get("wrap"):
@@ -151,10 +155,43 @@ def bundle_data_keys(
         for entry in bundle.get(kind, []):
             if entry.get("wrap"):
                 envelope_id = uuid.UUID(entry["id"])
-                keys[envelope_id] = crypto.unwrap_data_key(
-                    unb64(entry["wrap"]), report_id=envelope_id, private_key=private_key
-                )
+                try:
+                    keys[envelope_id] = crypto.unwrap_data_key(
+                        unb64(entry["wrap"]), report_id=envelope_id, private_key=private_key
+                    )
+                except crypto.CryptoError:
+                    continue
     return keys
+
+
+def unreadable_envelopes(
+    bundle: Mapping[str, Any], keys: Mapping[uuid.UUID, bytes]
+) -> list[tuple[str, uuid.UUID]]:
+    """(kind, id) of the additions, replies and notes wrapped to this key that it cannot open:
+    the wrap or the sealed text fails authentication."""
+    unreadable = []
+    for kind in ENVELOPE_KINDS:
+        for entry in bundle.get(kind, []):
+            if not entry.get("wrap"):
+                continue
+            envelope_id = uuid.UUID(entry["id"])
+            if envelope_id not in keys or _open_text(entry, kind, keys[envelope_id]) is None:
+                unreadable.append((kind, envelope_id))
+    return unreadable
+
+
+def _open_text(entry: Mapping[str, Any], kind: str, data_key: bytes) -> str | None:
+    """The text of one envelope, or None if it fails to open."""
+    envelope_id = uuid.UUID(entry["id"])
+    try:
+        return crypto.open_field(
+            unb64(entry["sealed"]),
+            data_key=data_key,
+            report_id=envelope_id,
+            name=ENVELOPE_FIELDS[kind],
+        )
+    except crypto.CryptoError:
+        return None
 
 
 ENVELOPE_KINDS = ("additions", "replies", "notes")
@@ -164,18 +201,15 @@ ENVELOPE_FIELDS = {"additions": ADDITION_FIELD, "replies": REPLY_FIELD, "notes":
 def _open_entries(
     bundle: Mapping[str, Any], kind: str, keys: Mapping[uuid.UUID, bytes]
 ) -> list[tuple[dict[str, Any], str]]:
-    """The entries of one envelope kind that the keys open, with their text, in order."""
+    """The entries of one envelope kind that the keys open, with their text, in order (entries
+    that fail to open are left out; see ``unreadable_envelopes``)."""
     opened = []
     for entry in sorted(bundle.get(kind, []), key=lambda item: int(item["seq"])):
         envelope_id = uuid.UUID(entry["id"])
         if envelope_id in keys:
-            text = crypto.open_field(
-                unb64(entry["sealed"]),
-                data_key=keys[envelope_id],
-                report_id=envelope_id,
-                name=ENVELOPE_FIELDS[kind],
-            )
-            opened.append((entry, text))
+            text = _open_text(entry, kind, keys[envelope_id])
+            if text is not None:
+                opened.append((entry, text))
     return opened
 
 
@@ -239,6 +273,7 @@ def _open_bundle(bundle: Mapping[str, Any], *, private_key: crypto.PrivateKey) -
             for entry, text in _open_entries(bundle, "notes", keys)
         ],
         status_history=list(bundle.get("status_history", [])),
+        unreadable=len(unreadable_envelopes(bundle, keys)),
     )
 
 

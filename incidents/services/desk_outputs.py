@@ -342,7 +342,7 @@ def _apply_rotation(
         actor=user.username,
         action="case.rotate",
         target=str(report.id),
-        details={"recipients": len(item["wraps"])},
+        details={"recipients": len(item["wraps"]), "dropped": len(item.get("drop", []))},
     )
     into.rotations += 1
 
@@ -383,8 +383,14 @@ def _rotate_envelopes(
         )
         stored.update((row.id, row) for row in rows)
     entries = {uuid.UUID(str(entry["id"])): entry for entry in item["envelopes"]}
-    if set(entries) != set(stored):
+    dropped = {uuid.UUID(str(envelope_id)) for envelope_id in item.get("drop", [])}
+    if entries.keys() & dropped or set(entries) | dropped != set(stored):
         raise OutputError(N_("The case changed meanwhile; sync and try again."))
+    for envelope_id in dropped:
+        row = stored.pop(envelope_id)
+        if isinstance(row, Addition):  # only staff notes and replies can be sealed wrongly
+            raise OutputError(N_("The case changed meanwhile; sync and try again."))
+        db.session.delete(row)
     db.session.execute(delete(EnvelopeWrap).where(EnvelopeWrap.report_id == report.id))
     db.session.flush()
     for envelope_id, row in stored.items():

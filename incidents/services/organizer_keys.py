@@ -36,7 +36,7 @@ from incidents.bundle import b64, unb64
 from incidents.clock import now
 from incidents.db import db, forget_deleted_rows
 from incidents.keyring import Keyring, KeyringCache
-from incidents.models import EnvelopeWrap, RecipientKey, SiteSetting, User, Wrap
+from incidents.models import Addition, EnvelopeWrap, RecipientKey, SiteSetting, User, Wrap
 from incidents.services.errors import DomainError, KeyUnavailableError
 from incidents.services.reports import register_recipient
 from incidents.vocabulary import N_
@@ -297,6 +297,37 @@ def store_wraps(items: Sequence[Mapping[str, Any]], *, keyring: Keyring, actor: 
             )
     db.session.commit()
     return len(items)
+
+
+def discard_unreadable(items: Sequence[Mapping[str, Any]], *, keyring: Keyring, actor: User) -> int:
+    """Delete the old key's wraps of notes or replies that the old key cannot open (sealed
+    wrongly by whoever wrote them), so that they do not hold the rotation back forever.
+
+    Only envelope wraps: a report's own wrap that does not open is never discarded here.
+    """
+    _require_organizer(actor)
+    _incoming(keyring)
+    old = keyring.organizer.key_id_hex
+    discarded = 0
+    for item in items:
+        envelope_id = uuid.UUID(str(item["envelope_id"]))
+        row = db.session.get(EnvelopeWrap, (envelope_id, old))
+        if row is None or str(row.report_id) != str(item["report_id"]):
+            db.session.rollback()
+            raise RotationError(N_("A wrap names something the old key does not open."))
+        if db.session.get(Addition, envelope_id) is not None:
+            db.session.rollback()
+            raise RotationError(N_("A witness's addition cannot be discarded."))
+        db.session.delete(row)
+        discarded += 1
+    audit.record(
+        actor=actor.username,
+        action="organizer_key.discard_unreadable",
+        target=old,
+        details={"wraps": discarded},
+    )
+    db.session.commit()
+    return discarded
 
 
 def finish_rotation(
