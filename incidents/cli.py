@@ -667,7 +667,12 @@ def desk_command(
     """Start the desk on this computer: decrypt and work cases with your own key."""
     from werkzeug.serving import make_server
 
-    from incidents.desk import DeskSettings, DeskStartError, create_desk_app
+    from incidents.desk import (
+        DeskSettings,
+        DeskStartError,
+        create_desk_app,
+        mount_under_secret_path,
+    )
 
     settings = DeskSettings(
         key_path=key_path,
@@ -682,10 +687,11 @@ def desk_command(
         raise click.ClickException(str(exc)) from exc
     desk.extensions["incidents.desk"].start_idle_watch()
     click.echo(f"Desk for key {desk.extensions['incidents.desk'].key_id}")
-    click.echo(f"Open http://{host}:{port}/ in your browser. Stop with Ctrl+C.")
+    prefix, application = mount_under_secret_path(desk)
+    click.echo(f"Open http://{host}:{port}{prefix}/ in your browser. Stop with Ctrl+C.")
     # Flask ignores app.run() inside a "flask" command, so serve with Werkzeug directly (its
     # threaded server, without the reloader or debugger; the desk listens on loopback only).
-    server = make_server(host, port, desk, threaded=True)
+    server = make_server(host, port, application, threaded=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -701,9 +707,14 @@ def desk_command(
 @clear_errors
 def keys_rotate(old_path: Path, new_path: Path, server_url: str) -> None:
     """Re-wrap every report to a new organizer key, then move the server's pin to it."""
+    from incidents.desk import is_acceptable_server
     from incidents.desk.client import DeskClientError, ServerClient, UrllibTransport
     from incidents.desk.rotation import RotationRefusedError, rotate_organizer_key
 
+    if not is_acceptable_server(server_url):
+        raise click.ClickException(
+            "the server address must start with https:// (http:// only for this computer)"
+        )
     old = read_private_key(old_path, prompt="Passphrase of the OLD key file")
     new = read_private_key(new_path, prompt="Passphrase of the NEW key file")
     token = os.environ.get(DESK_TOKEN_VARIABLE) or click.prompt(
@@ -713,7 +724,8 @@ def keys_rotate(old_path: Path, new_path: Path, server_url: str) -> None:
 
     def make_client(key_id: str) -> ServerClient:
         """A client presenting ``key_id``."""
-        return ServerClient(transport, token=token, key_id=key_id)
+        holder = old if key_id == old.key_id.hex() else new
+        return ServerClient(transport, token=token, key_id=key_id, private_key=holder)
 
     with click.progressbar(length=1, label="Re-wrapping", file=sys.stderr) as bar:
 

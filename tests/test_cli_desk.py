@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import werkzeug.serving
 from flask.testing import FlaskCliRunner
+from werkzeug.test import Client
 
 from tests.conftest import KeyFiles
 
@@ -47,7 +49,12 @@ def test_desk_command_serves_the_desk_on_loopback(
     assert result.exit_code == 0, result.output
     assert served["host"] == "127.0.0.1"
     assert served["port"] == 5099
-    assert served["app"].name == "incidents.desk"
+    (url,) = re.findall(r"http://127\.0\.0\.1:5099(/[\w-]+)/", result.output)
+    browser = Client(served["app"])
+    assert browser.get("/", headers={"Host": "127.0.0.1:5099"}).status_code == 404
+    unlock = browser.get(f"{url}/", headers={"Host": "127.0.0.1:5099"})
+    assert unlock.status_code == 302
+    assert unlock.headers["Location"].endswith(f"{url}/unlock")
     assert served["options"]["threaded"] is True
     assert served["forever"]
     assert served["closed"]
@@ -96,3 +103,27 @@ def test_the_desk_sends_its_token_in_clear_only_to_this_computer(
     else:
         with pytest.raises(DeskStartError, match="https://"):
             create_desk_app(settings)
+
+
+def test_the_unlock_cookie_is_only_sent_under_the_desks_secret_path(
+    organizer: KeyFiles, tmp_path: Path
+) -> None:
+    from incidents.desk import DeskSettings, create_desk_app, mount_under_secret_path
+
+    desk = create_desk_app(
+        DeskSettings(key_path=organizer.private_path, server_url=None, cache_dir=tmp_path / "c")
+    )
+    prefix, application = mount_under_secret_path(desk)
+    browser = Client(application)
+    host = {"Host": "127.0.0.1:5001"}
+    page = browser.get(f"{prefix}/unlock", headers=host).get_data(as_text=True)
+    (csrf,) = re.findall(r'name="csrf_token" value="([^"]+)"', page)
+    unlocked = browser.post(
+        f"{prefix}/unlock",
+        headers=host,
+        data={"csrf_token": csrf, "passphrase": organizer.passphrase},
+    )
+    assert unlocked.status_code == 302
+    cookies = unlocked.headers.getlist("Set-Cookie")
+    assert any(c.startswith("desk_key=") and f"Path={prefix}/" in c for c in cookies)
+    assert all("Path=/;" not in c and not c.endswith("Path=/") for c in cookies)

@@ -15,8 +15,11 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from flask import Flask
+from werkzeug.exceptions import NotFound
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from incidents import crypto
 from incidents.config import PROJECT_ROOT
@@ -54,14 +57,21 @@ class DeskSettings:
     transport_factory: Callable[[str], Transport] = field(default=UrllibTransport)
     kdf_check: bool = True
 
-    def client(self, *, token: str, key_id: str) -> ServerClient | None:
+    def client(
+        self, *, token: str, key_id: str, private_key: crypto.PrivateKey | None = None
+    ) -> ServerClient | None:
         """A client for the server (None when the desk works from bundle files only)."""
         if not self.server_url:
             return None
-        return ServerClient(self.transport_factory(self.server_url), token=token, key_id=key_id)
+        return ServerClient(
+            self.transport_factory(self.server_url),
+            token=token,
+            key_id=key_id,
+            private_key=private_key,
+        )
 
 
-def _is_acceptable_server(url: str) -> bool:
+def is_acceptable_server(url: str) -> bool:
     """HTTPS anywhere; plain HTTP only to this computer (the token must not cross a network
     in clear)."""
     parsed = urllib.parse.urlsplit(url)
@@ -85,13 +95,25 @@ def read_key_file(path: Path) -> tuple[str, crypto.KeyFileInfo]:
     return text, info
 
 
+def mount_under_secret_path(desk: Flask) -> tuple[str, Any]:
+    """Serve the desk under a random path printed only in its terminal.
+
+    Browsers send cookies of 127.0.0.1 to every port of it, so a page served by another program
+    on this computer could otherwise collect the desk's unlock cookie. Cookies set with the
+    secret path are sent only to addresses under it. Returns the path and the WSGI app.
+    """
+    prefix = "/" + secrets.token_urlsafe(16)
+    desk.config.update(SESSION_COOKIE_PATH=prefix + "/", APPLICATION_ROOT=prefix)
+    return prefix, DispatcherMiddleware(NotFound(), {prefix: desk.wsgi_app})
+
+
 def create_desk_app(settings: DeskSettings) -> Flask:
     """Build the desk for ``settings``; raise DeskStartError if it must not start."""
     if not is_loopback(settings.host):
         raise DeskStartError(
             f"the desk only listens on this computer (127.0.0.1); refusing {settings.host}"
         )
-    if settings.server_url is not None and not _is_acceptable_server(settings.server_url):
+    if settings.server_url is not None and not is_acceptable_server(settings.server_url):
         raise DeskStartError(
             "the server address must start with https:// (http:// only for this computer)"
         )
