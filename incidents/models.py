@@ -169,6 +169,9 @@ class User(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     is_vetted_partner: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    bundle_proof: Mapped[str | None] = mapped_column(Text, default=None)
+    """The expected answer (hashed) to the possession challenge in the user's last bundle file,
+    with its key id and expiry: an outputs file must carry the answer."""
 
     @property
     def needs_totp(self) -> bool:
@@ -387,6 +390,11 @@ class ApiToken(Base):
     expires_on: Mapped[date] = mapped_column(Date)
     last_used_on: Mapped[date | None] = mapped_column(Date, default=None)
     revoked_on: Mapped[date | None] = mapped_column(Date, default=None)
+    proof_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    proven_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    """Until when this token's desk has proven it holds its private key (changes need it)."""
+    proven_key_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    """The key the desk proved it holds (changes presenting another key need a new proof)."""
 
 
 class Note(Base):

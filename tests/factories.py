@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import html
 import re
 import secrets
@@ -248,6 +249,55 @@ def make_volunteer_key(
             assert organizer is not None
             recipients.approve_key(row.key_id, organizer=organizer)
     return private_key
+
+
+# --------------------------------------------------------------------------- desk key proofs
+
+
+def prove_token(
+    client: FlaskClient, *, secret: str, private_key: crypto.PrivateKey, key_id: str | None = None
+) -> list[TestResponse]:
+    """Prove, as a desk does before its changes, that the token's desk holds ``private_key``.
+
+    The desk asks for a challenge sealed to its key (``POST /api/v1/proof``), opens it with the
+    private key and sends the answer back (``POST /api/v1/proof/answer``); the server then lets
+    the token make changes for 30 minutes. Returns both answers (for header checks).
+    """
+    headers = {
+        "Authorization": f"Bearer {secret}",
+        "X-Incidents-Key-Id": private_key.key_id.hex() if key_id is None else key_id,
+    }
+    asked = client.post("/api/v1/proof", headers=headers, json={})
+    assert asked.status_code == 200, asked.get_data(as_text=True)
+    challenge = base64.b64decode(asked.get_json()["challenge"])
+    answer = crypto.answer_possession_challenge(challenge, private_key=private_key)
+    answered = client.post("/api/v1/proof/answer", headers=headers, json={"answer": answer})
+    assert answered.status_code == 200, answered.get_data(as_text=True)
+    assert answered.get_json() == {"proven": True}
+    return [asked, answered]
+
+
+def answer_bundle_challenge(data: bytes, private_key: crypto.PrivateKey) -> str:
+    """What a desk that loaded the bundle file ``data`` puts as "proof" in its outputs file."""
+    from incidents.bundle import BUNDLE_FORMAT, load_file
+
+    body = load_file(data, kind=BUNDLE_FORMAT, key_id=private_key.key_id.hex())
+    challenge = base64.b64decode(body["proof_challenge"])
+    return crypto.answer_possession_challenge(challenge, private_key=private_key)
+
+
+def download_bundle_file(client: FlaskClient) -> bytes:
+    """Press "Download my case bundle" on the staff Desk page; return the bundle file."""
+    token = page_csrf_token(client, "/staff/desk")
+    response = client.post("/staff/desk/bundle", data={"csrf_token": token})
+    assert response.status_code == 200, response.get_data(as_text=True)[:500]
+    return response.get_data()
+
+
+def bundle_file_proof(client: FlaskClient, private_key: crypto.PrivateKey) -> str:
+    """The proof for an outputs file: a fresh bundle file downloaded on the staff Desk page by
+    the logged-in ``client``, its challenge answered with the desk's ``private_key``."""
+    return answer_bundle_challenge(download_bundle_file(client), private_key)
 
 
 # --------------------------------------------------------------------------- witness follow-up

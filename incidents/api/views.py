@@ -23,8 +23,9 @@ from incidents.bundle import BundleError, b64, unb64
 from incidents.db import db
 from incidents.extensions import csrf
 from incidents.models import Attachment, Report, User
-from incidents.services import bundles, cases, desk_outputs, organizer_keys
-from incidents.services.api_tokens import ApiTokenError, authenticate_token
+from incidents.services import bundles, cases, desk_outputs, desk_proofs, organizer_keys
+from incidents.services.api_tokens import ApiTokenError, authenticate
+from incidents.services.desk_proofs import ProofError
 from incidents.services.errors import DomainError, KeyUnavailableError
 from incidents.uploads import attachment_directory
 
@@ -33,6 +34,8 @@ csrf.exempt(bp)
 
 KEY_HEADER = "X-Incidents-Key-Id"
 MAX_PAGE = 200
+VOLUNTEER_OUTPUTS_BYTES = 32 * 1024 * 1024
+"""Volunteers send notes, replies and statuses (each sealed note at most 64 KiB)."""
 
 
 def _error(status: int, code: str, message: str) -> Response:
@@ -46,6 +49,12 @@ def _error(status: int, code: str, message: str) -> Response:
 def _bad_token(error: ApiTokenError) -> ResponseReturnValue:
     """401 for a missing, unknown, expired or revoked token."""
     return _error(401, "token", str(error))
+
+
+@bp.errorhandler(ProofError)
+def _unproven(error: ProofError) -> ResponseReturnValue:
+    """403 until the desk has proven it holds its key (the desk then answers a challenge)."""
+    return _error(403, "proof", str(error))
 
 
 @bp.errorhandler(bundles.DeskKeyError)
@@ -88,15 +97,48 @@ def token_required(view: Callable[..., ResponseReturnValue]) -> Callable[..., Re
         scheme, _, secret = header.partition(" ")
         if scheme.lower() != "bearer" or not secret:
             raise ApiTokenError("An API token is required.")
-        user = authenticate_token(secret.strip())
+        token, user = authenticate(secret.strip())
         keyring = current_keyring()
         g.api_user = user
+        g.api_token = token
         g.key_id = bundles.check_desk_key(
             user, request.headers.get(KEY_HEADER, ""), keyring=keyring
         )
         return view(*args, **kwargs)
 
     return wrapped
+
+
+def proof_required(
+    view: Callable[..., ResponseReturnValue],
+) -> Callable[..., ResponseReturnValue]:
+    """Changes need a desk that proved it holds its key (a token alone is not enough)."""
+
+    @wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> ResponseReturnValue:
+        desk_proofs.require_proven_token(g.api_token, key_id=g.key_id)
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+@bp.post("/proof")
+@token_required
+def proof_challenge() -> ResponseReturnValue:
+    """A possession challenge sealed to the desk's key."""
+    public_key = desk_proofs.desk_public_key(_user(), g.key_id, keyring=current_keyring())
+    blob = desk_proofs.issue_token_challenge(g.api_token, public_key)
+    return jsonify({"challenge": b64(blob)})
+
+
+@bp.post("/proof/answer")
+@token_required
+def proof_answer() -> ResponseReturnValue:
+    """The desk's answer; a right one lets this token make changes for 30 minutes."""
+    desk_proofs.answer_token_challenge(
+        g.api_token, str(_json_body().get("answer", "")), key_id=g.key_id
+    )
+    return jsonify({"proven": True})
 
 
 def _user() -> User:
@@ -205,12 +247,15 @@ def volunteers() -> ResponseReturnValue:
 
 @bp.post("/outputs")
 @token_required
+@proof_required
 def outputs() -> ResponseReturnValue:
     """Apply a batch of desk outputs (one transaction; safe to send again)."""
     settings = current_settings()
     # Only organizers send rotations, which carry re-encrypted attachments (base64).
     if _user().role == "organizer":
         request.max_content_length = 2 * settings.max_content_length
+    else:
+        request.max_content_length = VOLUNTEER_OUTPUTS_BYTES
     body = _json_body()
     summary = desk_outputs.apply_outputs(
         body, user=_user(), keyring=current_keyring(), instance_path=settings.instance_path
@@ -220,6 +265,7 @@ def outputs() -> ResponseReturnValue:
 
 @bp.post("/cases/<uuid:report_id>/revoke")
 @token_required
+@proof_required
 def revoke(report_id: uuid.UUID) -> ResponseReturnValue:
     """Take a case back from a volunteer: their assignment and every wrap to their key go."""
     if _user().role != "organizer":
@@ -281,6 +327,7 @@ def rotation_pending() -> ResponseReturnValue:
 
 @bp.post("/organizer-key/wraps")
 @token_required
+@proof_required
 def rotation_wraps() -> ResponseReturnValue:
     """Store a batch of wraps to the new organizer key."""
     body = _json_body()
@@ -293,6 +340,7 @@ def rotation_wraps() -> ResponseReturnValue:
 
 @bp.post("/organizer-key/unreadable")
 @token_required
+@proof_required
 def rotation_unreadable() -> ResponseReturnValue:
     """Discard old-key wraps of notes or replies that the old key cannot open."""
     body = _json_body()
@@ -305,6 +353,7 @@ def rotation_unreadable() -> ResponseReturnValue:
 
 @bp.post("/organizer-key/finish")
 @token_required
+@proof_required
 def rotation_finish() -> ResponseReturnValue:
     """Move the pin to the new key and delete the old key's wraps."""
     settings = current_settings()

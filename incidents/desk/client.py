@@ -9,6 +9,7 @@ test client. Failures become ``ServerError`` (the server answered with an error)
 from __future__ import annotations
 
 import json
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -17,9 +18,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from incidents import crypto
 from incidents.bundle import b64, unb64
 
 TIMEOUT_SECONDS = 60
+_PROVING = threading.Lock()
 
 
 class DeskClientError(Exception):
@@ -96,14 +99,50 @@ class UrllibTransport:
 class ServerClient:
     """Calls of the desk API for one user's token and one key."""
 
-    def __init__(self, transport: Transport, *, token: str, key_id: str) -> None:
-        """Use ``transport`` with the API ``token``, presenting ``key_id`` as the desk's key."""
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        token: str,
+        key_id: str,
+        private_key: crypto.PrivateKey | None = None,
+    ) -> None:
+        """Use ``transport`` with the API ``token``, presenting ``key_id`` as the desk's key.
+
+        With ``private_key`` (the key ``key_id`` names), the client answers the server's
+        possession challenge when a change needs it, then sends the change again.
+        """
         self._transport = transport
         self._token = token
         self._key_id = key_id
+        self._private_key = private_key
 
     def _call(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
-        """Send a JSON request and decode the JSON answer; raise ServerError on an error."""
+        """Send a JSON request and decode the JSON answer; raise ServerError on an error.
+
+        A change refused for want of a possession proof is proven and sent once more.
+        """
+        try:
+            return self._call_once(method, path, payload)
+        except ServerError as exc:
+            if exc.code != "proof" or self._private_key is None or path.startswith("/proof"):
+                raise
+            self.prove()
+            return self._call_once(method, path, payload)
+
+    def prove(self) -> None:
+        """Answer a possession challenge with the private key (marks the token proven)."""
+        if self._private_key is None:
+            raise ServerError(403, "proof", "this client holds no private key")
+        # The server keeps one open challenge per token: two threads of one desk (a bulk grant
+        # and a note) must not interleave their challenges.
+        with _PROVING:
+            challenge = unb64(self._call_once("POST", "/proof", {})["challenge"])
+            answer = crypto.answer_possession_challenge(challenge, private_key=self._private_key)
+            self._call_once("POST", "/proof/answer", {"answer": answer})
+
+    def _call_once(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
+        """One JSON request and its decoded answer; raise ServerError on an error."""
         headers = {
             "Authorization": f"Bearer {self._token}",
             "X-Incidents-Key-Id": self._key_id,

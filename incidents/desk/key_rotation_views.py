@@ -59,7 +59,8 @@ def run_rotation(
 
     def make_client(key_id: str) -> ServerClient:
         """A client presenting ``key_id``."""
-        server = desk.settings.client(token=token, key_id=key_id)
+        holder = old if key_id == old.key_id.hex() else new
+        server = desk.settings.client(token=token, key_id=key_id, private_key=holder)
         if server is None:
             raise DeskClientError("this desk has no server address")
         return server

@@ -13,6 +13,7 @@ leaves as an outputs file (uploaded through the server's Desk page).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -66,7 +67,7 @@ def push(cache: DeskCache, client: ServerClient) -> PushResult:
     try:
         client.send_outputs(body)
     except ServerError as exc:
-        if exc.code not in ("refused", "malformed"):
+        if exc.code not in ("refused", "malformed") and exc.status != 413:
             raise
         return _push_one_by_one(cache, client)
     cache.clear_outputs(output_ids)
@@ -80,7 +81,7 @@ def _push_one_by_one(cache: DeskCache, client: ServerClient) -> PushResult:
         try:
             client.send_outputs({"key_id": cache.key_id, kind: [item]})
         except ServerError as exc:
-            if exc.code not in ("refused", "malformed"):
+            if exc.code not in ("refused", "malformed") and exc.status != 413:
                 raise
             refused += 1
             reasons.append(str(exc))
@@ -114,6 +115,7 @@ def sync(cache: DeskCache, client: ServerClient) -> SyncResult:
 
 
 ORGANIZER_PIN_META = "organizer_pin"
+PROOF_META = "proof_challenge"
 ORGANIZER_SEEN_META = "organizer_seen"
 
 
@@ -165,6 +167,7 @@ def store_snapshot(
 def import_bundle_file(cache: DeskCache, data: bytes) -> int:
     """Load a bundle file for this desk's key into the cache; BundleError if it is not one."""
     body = load_file(data, kind=BUNDLE_FORMAT, key_id=cache.key_id)
+    cache.set_meta(PROOF_META, str(body.get("proof_challenge") or "") or None)
     store_snapshot(
         cache,
         list(body["cases"]),
@@ -179,10 +182,22 @@ def import_bundle_file(cache: DeskCache, data: bytes) -> int:
 EXPORTED_META = "exported_outputs"
 
 
-def export_outputs(cache: DeskCache) -> bytes:
+def export_outputs(cache: DeskCache, *, private_key: crypto.PrivateKey) -> bytes:
     """The outbox as an outputs file for the server's Desk page; remembers what it contained,
-    so that "empty the list" removes only those outputs."""
+    so that "empty the list" removes only those outputs.
+
+    The file carries the answer to the possession challenge of the last bundle file loaded,
+    so that the server knows it was made by a desk holding the key, not just by someone
+    logged in.
+    """
     ids, body = cache.outputs()
+    challenge = cache.get_meta(PROOF_META)
+    if challenge:
+        # A challenge for another key: leave the proof out; the server asks for a fresh bundle.
+        with contextlib.suppress(crypto.CryptoError):
+            body["proof"] = crypto.answer_possession_challenge(
+                unb64(challenge), private_key=private_key
+            )
     cache.set_meta(EXPORTED_META, json.dumps(ids))
     return dump_file(OUTPUTS_FORMAT, body)
 

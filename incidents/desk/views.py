@@ -53,7 +53,7 @@ bp = Blueprint("desk", __name__)
 
 COOKIE = "desk_key"
 CONFIRMED_META = "confirmed_keys"
-MAX_TEXT = 20_000
+MAX_TEXT_BYTES = 48 * 1024
 PUBLIC_ENDPOINTS = frozenset({"desk.unlock", "static"})
 
 
@@ -116,12 +116,18 @@ def inject_desk() -> dict[str, Any]:
     }
 
 
+def cookie_path() -> str:
+    """The desk's own path: cookies set for it are not sent to other programs on this computer
+    (browsers send a host's cookies to every port, but only under the cookie's path)."""
+    return (request.script_root or "") + "/"
+
+
 def client() -> ServerClient | None:
     """A server client with the unlocked token, or None (offline desk, or no token)."""
     desk = state()
     if not desk.token:
         return None
-    return desk.settings.client(token=desk.token, key_id=desk.key_id)
+    return desk.settings.client(token=desk.token, key_id=desk.key_id, private_key=desk.private_key)
 
 
 def explain(error: DeskClientError) -> str:
@@ -144,6 +150,10 @@ def explain(error: DeskClientError) -> str:
                 "This key is not registered on the server for your account. "
                 "Check that you started the desk with your own key file."
             )
+        )
+    if error.code == "proof":
+        return str(
+            _("The server did not accept this desk's proof that it holds your key. Try again.")
         )
     if error.code == "refused":
         return str(_("The server refused the change: %(reason)s", reason=str(error)))
@@ -172,7 +182,7 @@ def unlock() -> ResponseReturnValue:
         flash(_("This file is not a private key of the incident register."), "error")
         return render_template("desk/unlock.html", has_saved=False), 400
     response = redirect(url_for("desk.index"))
-    response.set_cookie(COOKIE, cookie, httponly=True, samesite="Strict", path="/")
+    response.set_cookie(COOKIE, cookie, httponly=True, samesite="Strict", path=cookie_path())
     problem = check_server()
     if problem:
         flash(problem, "error")
@@ -201,7 +211,7 @@ def lock() -> ResponseReturnValue:
     """Lock the desk now."""
     state().lock_now()
     response = redirect(url_for("desk.unlock"))
-    response.delete_cookie(COOKIE, path="/")
+    response.delete_cookie(COOKIE, path=cookie_path())
     return response
 
 
@@ -308,8 +318,8 @@ def import_bundle() -> ResponseReturnValue:
 @bp.get("/outputs")
 def download_outputs() -> ResponseReturnValue:
     """The outbox as an outputs file (upload it on the server's Desk page)."""
-    private_key()
-    data = export_outputs(state().cache)
+    key = private_key()
+    data = export_outputs(state().cache, private_key=key)
     name = f"desk-outputs-{date.today().isoformat()}.json"
     return Response(
         data,
@@ -443,9 +453,10 @@ def seal_for_case(kind: str, seal: Callable[[work.Trust], dict[str, Any]]) -> No
 
 
 def text_field(name: str) -> str:
-    """A text field of the form, trimmed; 400 if it is too long."""
+    """A text field of the form, trimmed; 400 if it is too long to seal (the server accepts
+    sealed notes and replies up to 64 KiB)."""
     text = request.form.get(name, "").strip()
-    if len(text) > MAX_TEXT:
+    if len(text.encode("utf-8")) > MAX_TEXT_BYTES:
         abort(400)
     return text
 
@@ -618,6 +629,15 @@ def revoke(report_id: uuid.UUID) -> ResponseReturnValue:
     except DeskClientError as exc:
         flash(explain(exc), "error")
         return redirect(url_for("desk.case", report_id=report_id))
+    except (crypto.CryptoError, BundleError, NoWrapForKeyError):
+        flash(
+            _(
+                "The case's keys could not be rotated: part of what the witness sent does not "
+                "open with your key. Nothing was changed by the rotation."
+            ),
+            "error",
+        )
+        return redirect(url_for("desk.case", report_id=report_id))
     if rotate:
         flash(_("Done. The case is sealed under new keys that only its remaining readers hold."))
     else:
@@ -676,7 +696,11 @@ def run_bulk_grant(
         for item in batch:
             desk.cache.add_output("grants", item)
         batch.clear()
-        server = desk.settings.client(token=desk.token, key_id=desk.key_id) if desk.token else None
+        server = (
+            desk.settings.client(token=desk.token, key_id=desk.key_id, private_key=key)
+            if desk.token
+            else None
+        )
         if server is not None:
             try:
                 job.refused += push(desk.cache, server).refused

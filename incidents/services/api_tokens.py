@@ -98,7 +98,12 @@ def revoke_all_tokens(user: User) -> int:
 
 
 def authenticate_token(secret: str) -> User:
-    """The active user a presented token belongs to; raise ApiTokenError otherwise.
+    """The active user a presented token belongs to; raise ApiTokenError otherwise."""
+    return authenticate(secret)[1]
+
+
+def authenticate(secret: str) -> tuple[ApiToken, User]:
+    """The token row and its active user; raise ApiTokenError otherwise.
 
     Marks the token as used today (one write a day at most).
     """
@@ -118,4 +123,4 @@ def authenticate_token(secret: str) -> User:
     if row.last_used_on != today:
         row.last_used_on = today
         db.session.commit()
-    return user
+    return row, user

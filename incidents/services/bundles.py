@@ -30,6 +30,7 @@ from incidents.models import (
     User,
     Wrap,
 )
+from incidents.services import desk_proofs
 from incidents.services.errors import DomainError
 from incidents.services.recipients import active_key_of
 from incidents.services.reports import shell_of
@@ -296,6 +297,8 @@ def bundle_file(user: User, *, keyring: Keyring) -> bytes:
     """A bundle file of every case ``user`` may see, for their registered key (audited)."""
     key_id = desk_key_id(user, keyring=keyring)
     body = bundle_body(user, key_id=key_id, keyring=keyring)
+    public_key = desk_proofs.desk_public_key(user, key_id, keyring=keyring)
+    body["proof_challenge"] = b64(desk_proofs.issue_file_challenge(user, public_key))
     audit.record(
         actor=user.username,
         action="bundle.download",

@@ -52,6 +52,7 @@ from incidents.services import (
     bundles,
     cases,
     desk_outputs,
+    desk_proofs,
     export_requests,
     recipients,
     sessions,
@@ -834,6 +835,7 @@ def outputs_upload() -> ResponseReturnValue:
         keyring = current_keyring()
         key_id = bundles.desk_key_id(user, keyring=keyring)
         body = load_file(data, kind=OUTPUTS_FORMAT, key_id=key_id)
+        desk_proofs.check_file_proof(user, key_id=key_id, answer=body.get("proof"))
         summary = desk_outputs.apply_outputs(
             body, user=user, keyring=keyring, instance_path=current_settings().instance_path
         )

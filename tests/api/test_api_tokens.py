@@ -146,11 +146,16 @@ def test_the_secret_is_shown_once_and_only_its_sha256_is_stored(
         "expires_on",
         "last_used_on",
         "revoked_on",
+        "proof_hash",
+        "proven_until",
+        "proven_key_id",
     }
     assert bytes(row["token_hash"]) == hashlib.sha256(token.secret.encode()).digest()
     assert row["label"] == "office desk"
     assert row["user_id"] == account.id
     assert (row["last_used_on"], row["revoked_on"]) == (None, None)
+    # ... and a new token is not proven: its desk has not shown that it holds its key yet
+    assert (row["proof_hash"], row["proven_until"], row["proven_key_id"]) == (None, None, None)
 
     # And: the secret (or its random part) is in no stored value, nor in the database files
     needles = [token.secret.encode(), token.secret.removeprefix("irt_").encode()]

@@ -42,6 +42,7 @@ from tests.factories import (
     make_user,
     make_volunteer_key,
     minimal_pdf,
+    prove_token,
     receipt_from,
     report_form_data,
     use_fast_password_hashing,
@@ -87,6 +88,12 @@ def token_for(app: Flask, account: StaffAccount) -> str:
         return api_tokens.issue_token(user, label="desk").secret
 
 
+def assert_uncached(response: TestResponse, path: str) -> None:
+    """An API answer must be uncached and set no cookie."""
+    assert "no-store" in response.headers.get("Cache-Control", ""), path
+    assert "Set-Cookie" not in response.headers, path
+
+
 def call(
     client: FlaskClient,
     desk: Desk,
@@ -98,9 +105,14 @@ def call(
 ) -> TestResponse:
     """Call the API as ``desk``; every answer must be uncached and set no cookie."""
     response = client.open(path, method=method, headers=desk.headers(key_id=key_id), json=body)
-    assert "no-store" in response.headers.get("Cache-Control", ""), path
-    assert "Set-Cookie" not in response.headers, path
+    assert_uncached(response, path)
     return response
+
+
+def prove(client: FlaskClient, desk: Desk) -> None:
+    """The desk proves it holds its key (challenge and answer), as before its first change."""
+    for response in prove_token(client, secret=desk.secret, private_key=desk.key):
+        assert_uncached(response, "/api/v1/proof")
 
 
 @pytest.fixture
@@ -272,6 +284,8 @@ def test_a_key_not_registered_for_the_user_is_refused_with_403(
     report_id = make_filed_report(app).report_id
     volunteer, other = volunteer_desk(app, chief), volunteer_desk(app, chief)
     assign(app, report_id, volunteer, chief)
+    for desk in (chief, volunteer):  # a proven token must not let another key in either
+        prove(client, desk)
     retired = volunteer.key_id
     make_volunteer_key(app, volunteer.account, approved_by=chief.account)  # retires the first
     desk, key_id = {
@@ -442,6 +456,7 @@ def test_a_volunteer_bundle_carries_only_wraps_addressed_to_their_key(
     note = f"NOTE-{secrets.token_hex(4)}"
     publics = [organizer.public_key, first.key.public_key(), second.key.public_key()]
     outputs = {"notes": [note_item(filed.report_id, note, recipients=publics)]}
+    prove(client, chief)
     assert call(client, chief, "/api/v1/outputs", method="POST", body=outputs).status_code == 200
     grants = [
         grant_item(app, filed.report_id, organizer_key=organizer.private_key, to=v.key.public_key())
@@ -633,7 +648,8 @@ def test_outputs_are_stored_and_a_resent_batch_stores_nothing_twice(
         ],
     }
 
-    # When: the volunteer's desk sends a note and a status change, twice
+    # When: the volunteer's desk, having proven its key, sends a note and a status change, twice
+    prove(client, volunteer)
     first = call(client, volunteer, "/api/v1/outputs", method="POST", body=batch)
     again = call(client, volunteer, "/api/v1/outputs", method="POST", body=batch)
 
@@ -682,6 +698,7 @@ def test_malformed_outputs_are_a_400(
     app: Flask, client: FlaskClient, chief: Desk, body: Any, status: int, error: str
 ) -> None:
     make_filed_report(app)
+    prove(client, chief)
 
     if isinstance(body, str):
         response = client.post("/api/v1/outputs", headers=chief.headers(), data=body)
@@ -700,6 +717,7 @@ def test_outputs_a_volunteer_may_not_make_are_refused_with_409(
     volunteer = volunteer_desk(app, chief)
     assign(app, mine, volunteer, chief)
     publics = [organizer.public_key, volunteer.key.public_key()]
+    prove(client, volunteer)
 
     # When: the volunteer grants a case, or writes a note on a case that is not theirs
     grant = grant_item(
@@ -741,6 +759,7 @@ def test_revoking_takes_the_case_and_every_wrap_away_from_the_volunteer(
     grant = grant_item(
         app, filed.report_id, organizer_key=organizer.private_key, to=volunteer.key.public_key()
     )
+    prove(client, chief)
     granted = call(client, chief, "/api/v1/outputs", method="POST", body={"grants": [grant]})
     assert granted.get_json()["grants"] == 1
     with app.app_context():
@@ -789,6 +808,7 @@ def test_revoking_is_for_organizers_and_names_an_assigned_volunteer(
     if body.get("user_id") == 0:
         body = {"user_id": volunteer.account.id}
     desk = volunteer if who == "volunteer" else chief
+    prove(client, desk)  # so that the refusal is the role or the body speaking, not the proof
 
     response = call(client, desk, f"/api/v1/cases/{report_id}/revoke", method="POST", body=body)
 
@@ -808,6 +828,7 @@ def test_no_api_answer_is_cached_or_sets_a_cookie_even_for_a_logged_in_browser(
     report_id = make_filed_report(app).report_id
     volunteer = volunteer_desk(app, chief)
     assert login(client, chief.account).status_code == 302
+    prove(client, chief)  # its answers are checked like every other one
     requests = [
         (chief, "GET", "/api/v1/session", None),
         (chief, "GET", "/api/v1/session?lang=ru", None),

@@ -586,6 +586,16 @@ def pending_note(
     desk = make_desk(organizer)
     desk.unlock(token=team.boss_token)
     desk.post("/sync")
+    # The desk proved its key earlier (as on its first change), so the faults below hit the
+    # outputs themselves rather than the challenge that precedes the first change.
+    state = desk.state
+    assert state.token is not None
+    assert state.private_key is not None
+    server = state.settings.client(
+        token=state.token, key_id=state.key_id, private_key=state.private_key
+    )
+    assert server is not None
+    server.prove()
     text = "Pending note with the phrase marmot-delta-62."
     desk.transport.fail_after = 0
     written = desk.post(f"/cases/{filed.report_id}/notes", {"text": text}, follow_redirects=True)

@@ -50,7 +50,9 @@ def test_a_refused_change_is_dropped_and_the_rest_is_stored(
     # When the desk sends a stale status change and a note in one outbox
     state.cache.add_output("statuses", work.status_change(bundle, "triaged"))
     state.cache.add_output("notes", work.seal_note(bundle, "kept despite the refusal"))
-    server = state.settings.client(token=state.token, key_id=state.key_id)
+    server = state.settings.client(
+        token=state.token, key_id=state.key_id, private_key=state.private_key
+    )
     result = push(state.cache, server)
 
     # Then the note is stored, the stale change is dropped, and the outbox is empty
@@ -73,7 +75,7 @@ def test_emptying_the_list_removes_only_what_the_file_held(
     state = desk.app.extensions["incidents.desk"]
     (bundle,) = state.cache.cases()
     state.cache.add_output("notes", work.seal_note(bundle, "in the file"))
-    export_outputs(state.cache)
+    export_outputs(state.cache, private_key=state.private_key)
     state.cache.add_output("notes", work.seal_note(bundle, "written later"))
 
     # When the list is emptied after uploading the file

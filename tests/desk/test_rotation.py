@@ -44,6 +44,18 @@ from tests.factories import (
 
 SEEDED = 300
 BATCH = 100
+FIRST_BATCH = [
+    "GET /api/v1/session",
+    "POST /api/v1/organizer-key/challenge",
+    "POST /api/v1/organizer-key/start",
+    f"GET /api/v1/organizer-key/pending?limit={BATCH}",
+    "POST /api/v1/organizer-key/wraps",  # refused: the token is not proven yet
+    "POST /api/v1/proof",
+    "POST /api/v1/proof/answer",
+    "POST /api/v1/organizer-key/wraps",  # sent again, now stored
+    f"GET /api/v1/organizer-key/pending?limit={BATCH}",
+]
+"""The calls of a first run up to the first batch stored and the next page asked for."""
 
 
 @pytest.fixture(autouse=True)
@@ -63,8 +75,10 @@ class Rotation:
     new: crypto.PrivateKey
 
     def make_client(self, key_id: str) -> ServerClient:
-        """A desk client presenting ``key_id``, over the shared (breakable) transport."""
-        return ServerClient(self.transport, token=self.token, key_id=key_id)
+        """A desk client presenting ``key_id`` and holding that key (it proves it when the
+        server asks), over the shared (breakable) transport."""
+        holder = self.old if key_id == self.old.key_id.hex() else self.new
+        return ServerClient(self.transport, token=self.token, key_id=key_id, private_key=holder)
 
     def run(self, progress: list[tuple[int, int]] | None = None) -> RotationResult:
         """One run of the desk's rotation."""
@@ -243,12 +257,12 @@ def test_interrupted_rotation_finishes_and_every_wrap_moves_to_the_new_key(
     assert to_move == SEEDED + 3 + 3 * 3
 
     # When the connection breaks after the first batch was stored
-    rotation.transport.fail_after = 6  # session, challenge, start, pending, store, pending
+    rotation.transport.fail_after = len(FIRST_BATCH)
     with pytest.raises(NetworkError):
         rotation.run()
 
     # Then one batch is wrapped to the new key, the pin has not moved, the key is incoming
-    assert rotation.transport.calls[-1] == f"GET /api/v1/organizer-key/pending?limit={BATCH}"
+    assert rotation.transport.calls == FIRST_BATCH
     assert len([wrap for wrap in raw_wraps(app) if wrap.key_id == new_id]) == BATCH
     keyring = keyring_now(app)
     assert keyring.organizer.key_id_hex == old_id
@@ -266,9 +280,11 @@ def test_interrupted_rotation_finishes_and_every_wrap_moves_to_the_new_key(
     progress: list[tuple[int, int]] = []
     result = rotation.run(progress)
 
-    # Then it continues where it stopped (no new challenge) and moves the pin
+    # Then it continues where it stopped (no new challenge; the token is still proven) and
+    # moves the pin
     second_run = rotation.transport.calls[calls_before:]
     assert "POST /api/v1/organizer-key/challenge" not in second_run
+    assert "POST /api/v1/proof" not in second_run
     assert second_run[-1] == "POST /api/v1/organizer-key/finish"
     assert result == RotationResult(rewrapped=remaining, organizer_key_id=new_id)
     assert progress[-1] == (remaining, remaining)
@@ -316,13 +332,13 @@ def test_rotation_whose_finish_answer_is_lost_reports_already_done(
     new_id = rotation.new.key_id.hex()
 
     # When the server moves the pin but the answer to "finish" is lost
-    rotation.transport.fail_after = 6  # session, challenge, start, pending, store, pending
+    rotation.transport.fail_after = len(FIRST_BATCH)
     rotation.transport.lose_answer = True
     with pytest.raises(NetworkError):
         rotation.run()
 
     # Then the pin did move on the server
-    assert rotation.transport.calls[-1] == "POST /api/v1/organizer-key/finish"
+    assert rotation.transport.calls == [*FIRST_BATCH, "POST /api/v1/organizer-key/finish"]
     assert keyring_now(app).organizer.key_id_hex == new_id
 
     # When the organizer runs the rotation again

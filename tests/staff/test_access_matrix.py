@@ -40,6 +40,7 @@ from tests.conftest import KeyFiles
 from tests.factories import (
     STAFF_PASSWORD,
     StaffAccount,
+    answer_bundle_challenge,
     grant_for,
     login,
     make_report,
@@ -147,7 +148,17 @@ class World:
     organizer_key: crypto.PublicKey
     volunteer_key: crypto.PublicKey
     api_token_id: uuid.UUID
+    desk_keys: dict[str, crypto.PrivateKey]
+    """The private key each desk user's desk holds, by requester."""
     never_shown_when_refused: list[str] = field(default_factory=list)
+    file_proofs: dict[str, str] = field(default_factory=dict)
+    """By requester: the answer to the challenge of the last bundle file they downloaded."""
+
+    def remember_bundle(self, requester: str, response: TestResponse) -> None:
+        """After a bundle download: what the requester's desk would answer in its outputs."""
+        key = self.desk_keys.get(requester)
+        if key is not None and response.status_code == 200:
+            self.file_proofs[requester] = answer_bundle_challenge(response.get_data(), key)
 
     def url_values(self) -> dict[str, object]:
         """Values for every URL variable of the staff routes."""
@@ -169,7 +180,8 @@ def build_world(app: Flask, organizer_keys: KeyFiles) -> World:
     spare = make_user(app, role="volunteer", username="matrix-spare")
     report_id = make_report(app, occurred_on=date(2024, 11, 20))
     original_id = make_report(app, occurred_on=date(2024, 11, 21))
-    approved = crypto.PrivateKey.generate().public_key()
+    approved_private = crypto.PrivateKey.generate()
+    approved = approved_private.public_key()
     spare_key = crypto.PrivateKey.generate().public_key()
     pending = crypto.PrivateKey.generate().public_key()
     with app.app_context():
@@ -214,6 +226,7 @@ def build_world(app: Flask, organizer_keys: KeyFiles) -> World:
         organizer_key=organizer_keys.public_key,
         volunteer_key=approved,
         api_token_id=api_token.id,
+        desk_keys={"organizer": organizer_keys.private_key, "volunteer": approved_private},
         never_shown_when_refused=[
             str(report_id),
             str(original_id),
@@ -270,10 +283,11 @@ def form_data(world: World, endpoint: str, requester: str) -> dict[str, Any]:
 
 
 def note_file(world: World, requester: str) -> bytes:
-    """An outputs file with a new note on the report, for the key the requester's desk holds."""
+    """An outputs file with a new note on the report, for the key the requester's desk holds,
+    proven with the requester's last bundle file (when they downloaded one)."""
     key = world.organizer_key if requester == "organizer" else world.volunteer_key
     note = sealed_note(world.report_id, text="matrix note", recipients=[world.organizer_key])
-    return outputs_file(key.key_id_hex, notes=[note])
+    return outputs_file(key.key_id_hex, notes=[note], proof=world.file_proofs.get(requester))
 
 
 def database_state(app: Flask) -> dict[str, list[tuple[str, ...]]]:
@@ -339,6 +353,8 @@ def check_requester(app: Flask, world: World, requester: str, matrix: Matrix) ->
             else:
                 data = {"csrf_token": csrf, **form_data(world, rule.endpoint, requester)}
                 response = client.post(url, data=data)
+                if rule.endpoint == "staff.bundle_download":
+                    world.remember_bundle(requester, response)
             matrix.requests += 1
             status = response.status_code
             problems: list[str] = []
@@ -427,7 +443,10 @@ def test_allowed_posts_of_the_matrix_really_act(app: Flask, organizer: KeyFiles)
         with app.test_request_context():
             url = url_for(endpoint, report_id=world.report_id, user_id=world.target.id)
         data = {"csrf_token": csrf, **form_data(world, endpoint, "organizer")}
-        assert client.post(url, data=data).status_code in (200, 302)
+        response = client.post(url, data=data)
+        assert response.status_code in (200, 302)
+        if endpoint == "staff.bundle_download":
+            world.remember_bundle("organizer", response)
         after = database_state(app)
         assert after != before, f"{endpoint} changed nothing"
         before = after

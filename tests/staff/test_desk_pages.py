@@ -37,6 +37,8 @@ from tests.conftest import KeyFiles
 from tests.factories import (
     STAFF_PASSWORD,
     StaffAccount,
+    answer_bundle_challenge,
+    bundle_file_proof,
     flashed,
     grant_for,
     login,
@@ -142,9 +144,16 @@ def sealed_note(
     }
 
 
-def outputs_file(key_id: str, *, notes: list[dict[str, Any]]) -> bytes:
-    """An outputs file, as an air-gapped desk holding ``key_id`` writes it."""
-    return dump_file(OUTPUTS_FORMAT, {"key_id": key_id, "notes": notes})
+def outputs_file(key_id: str, *, notes: list[dict[str, Any]], proof: str | None = None) -> bytes:
+    """An outputs file, as an air-gapped desk holding ``key_id`` writes it.
+
+    ``proof`` is the desk's answer to the challenge of the last bundle file it loaded (see
+    ``tests.factories.bundle_file_proof``); without it the server refuses the file.
+    """
+    body: dict[str, Any] = {"key_id": key_id, "notes": notes}
+    if proof is not None:
+        body["proof"] = proof
+    return dump_file(OUTPUTS_FORMAT, body)
 
 
 def upload_outputs(client: FlaskClient, data: bytes) -> TestResponse:
@@ -416,12 +425,15 @@ def test_a_valid_outputs_file_with_a_note_is_applied_once(
     # Given: a sealed note on a case, in an outputs file for the uploader's key
     _, client, private_key, mine, _ = assigned_volunteer(app, organizer)
     key_id = private_key.public_key().key_id_hex
+    desk_key = private_key
     if role == "organizer":
         _, client = logged_in(app, "organizer")
         key_id = organizer.public_key.key_id_hex
+        desk_key = organizer.private_key
     text = f"note {uuid.uuid4().hex}: met the witness's lawyer"
     note = sealed_note(mine, text=text, recipients=[organizer.public_key, private_key.public_key()])
-    data = outputs_file(key_id, notes=[note])
+    # ... by a desk that loaded a fresh bundle file and answers its challenge
+    data = outputs_file(key_id, notes=[note], proof=bundle_file_proof(client, desk_key))
     # When: it is uploaded on the Desk page
     response = upload_outputs(client, data)
     # Then: it is stored (ciphertext only) and the counts are shown
@@ -458,12 +470,13 @@ def test_outputs_for_another_key_are_refused_and_nothing_stored(
     app: Flask, organizer: KeyFiles
 ) -> None:
     # Given: a volunteer, and an outputs file written by a desk holding some other key
-    _, client, _, mine, _ = assigned_volunteer(app, organizer)
+    _, client, private_key, mine, _ = assigned_volunteer(app, organizer)
     stranger = crypto.PrivateKey.generate().public_key()
     note = sealed_note(mine, text="from another desk", recipients=[organizer.public_key])
+    proof = bundle_file_proof(client, private_key)  # even the volunteer's own proof won't help
     before = stored_counts(app)
     # When: the volunteer uploads it
-    response = upload_outputs(client, outputs_file(stranger.key_id_hex, notes=[note]))
+    response = upload_outputs(client, outputs_file(stranger.key_id_hex, notes=[note], proof=proof))
     # Then: it is refused with a clear message and nothing is stored
     assert response.status_code == 400
     assert NOT_AN_OUTPUTS_FILE in flashed(response)
@@ -476,7 +489,8 @@ def test_an_altered_outputs_file_is_refused_and_nothing_stored(
     # Given: a valid outputs file for the volunteer's key, with one byte of its body changed
     _, client, private_key, mine, _ = assigned_volunteer(app, organizer)
     note = sealed_note(mine, text="a note", recipients=[organizer.public_key])
-    data = outputs_file(private_key.public_key().key_id_hex, notes=[note])
+    proof = bundle_file_proof(client, private_key)
+    data = outputs_file(private_key.public_key().key_id_hex, notes=[note], proof=proof)
     position = data.index(note["id"].encode()) + 1
     altered = bytearray(data)
     altered[position] = ord("0") if altered[position] != ord("0") else ord("1")
@@ -499,10 +513,11 @@ def test_outputs_on_a_case_not_assigned_are_refused_whole(app: Flask, organizer:
         sealed_note(mine, text="mine", recipients=[organizer.public_key]),
         sealed_note(other, text="not mine", recipients=[organizer.public_key]),
     ]
+    proof = bundle_file_proof(client, private_key)
     before = stored_counts(app)
     # When: it is uploaded
     response = upload_outputs(
-        client, outputs_file(private_key.public_key().key_id_hex, notes=notes)
+        client, outputs_file(private_key.public_key().key_id_hex, notes=notes, proof=proof)
     )
     # Then: the service's reason is shown and not even the allowed note is kept
     assert response.status_code == 400
@@ -569,8 +584,9 @@ def test_the_desk_pages_render_in_russian(app: Flask, organizer: KeyFiles) -> No
     assert "Отпечаток" in pages[1].get_data(as_text=True)
     assert "ноутбук" in pages[2].get_data(as_text=True)
     note = sealed_note(mine, text="заметка", recipients=[organizer.public_key])
+    proof = answer_bundle_challenge(pages[4].get_data(), private_key)  # the bundle just fetched
     applied = upload_outputs(
-        client, outputs_file(private_key.public_key().key_id_hex, notes=[note])
+        client, outputs_file(private_key.public_key().key_id_hex, notes=[note], proof=proof)
     )
     assert applied.status_code == 302
     assert '<html lang="ru">' in client.get(applied.headers["Location"]).get_data(as_text=True)
