@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 
 from incidents import audit, crypto
 from incidents.bundle import BundleError, b64, sealed_digest, unb64
@@ -31,7 +31,6 @@ from incidents.keyring import Keyring
 from incidents.models import (
     SEALED_FIELDS,
     Addition,
-    Assignment,
     Attachment,
     EnvelopeWrap,
     Message,
@@ -41,10 +40,10 @@ from incidents.models import (
     Wrap,
 )
 from incidents.services.attachments import delete_files
-from incidents.services.bundles import can_see
+from incidents.services.bundles import can_see, note_recipients
 from incidents.services.cases import stage_grant
 from incidents.services.errors import DomainError
-from incidents.services.recipients import active_key_of
+from incidents.services.followup import stage_envelope
 from incidents.services.triage import TRANSITIONS, set_status
 from incidents.uploads import PARTIAL_DIRECTORY, attachment_directory
 from incidents.vocabulary import N_
@@ -181,22 +180,10 @@ def _apply_grant(item: Mapping[str, Any], *, user: User, into: OutputSummary) ->
     into.grants += 1
 
 
-def allowed_keys(report: Report, *, keyring: Keyring) -> dict[str, str]:
-    """Key ids that may receive envelopes of this report, with their role.
-
-    The organizer key(s), and the approved, not retired key of each active assigned volunteer.
-    """
-    allowed = {key.key_id_hex: "organizer" for key in keyring.recipients}
-    rows = db.session.scalars(
-        select(User)
-        .join(Assignment, Assignment.user_id == User.id)
-        .where(Assignment.report_id == report.id, User.is_active.is_(True))
-    ).all()
-    for volunteer in rows:
-        key = active_key_of(volunteer)
-        if key is not None:
-            allowed[key.key_id] = "volunteer"
-    return allowed
+def allowed_keys(report: Report, *, keyring: Keyring) -> set[str]:
+    """Key ids that may receive envelopes of this report: the organizer key(s), and the approved,
+    not retired key of each active assigned volunteer (the recipients bundles list)."""
+    return {entry["key_id"] for entry in note_recipients(report, keyring=keyring)}
 
 
 def _check_wraps(
@@ -217,12 +204,6 @@ def _check_wraps(
 def _decode_wraps(raw: Mapping[str, Any]) -> dict[str, bytes]:
     """Wraps by key id from their JSON form."""
     return {str(key_id): unb64(blob) for key_id, blob in dict(raw).items()}
-
-
-def _next_seq(model: type[Note] | type[Message], report_id: uuid.UUID) -> int:
-    """The next sequence number for a note or reply of a report."""
-    current = db.session.scalar(select(func.max(model.seq)).where(model.report_id == report_id))
-    return int(current or 0) + 1
 
 
 def _apply_envelope(
@@ -249,28 +230,22 @@ def _apply_envelope(
     if len(sealed) > MAX_SEALED_TEXT:
         raise OutputError(N_("A note or reply is too long."))
     wraps = _decode_wraps(item["wraps"])
-    allowed = set(allowed_keys(report, keyring=keyring))
+    allowed = allowed_keys(report, keyring=keyring)
     required = {keyring.organizer.key_id_hex}
     if model is Message:
         witness = crypto.PublicKey.from_bytes(report.witness_public_key).key_id_hex
         allowed.add(witness)
         required.add(witness)
     _check_wraps(wraps, allowed=allowed, required=required)
-    db.session.add(
-        model(
-            id=envelope_id,
-            report_id=report.id,
-            seq=_next_seq(model, report.id),
-            created_on=now().date(),
-            author_id=user.id,
-            body_sealed=sealed,
-        )
+    stage_envelope(
+        model,
+        report_id=report.id,
+        envelope_id=envelope_id,
+        sealed=sealed,
+        wraps=wraps,
+        author_id=user.id,
+        created_on=now().date(),
     )
-    for key_id, blob in wraps.items():
-        db.session.add(
-            EnvelopeWrap(envelope_id=envelope_id, key_id=key_id, report_id=report.id, blob=blob)
-        )
-    db.session.flush()
     kind = "note" if model is Note else "reply"
     audit.record(actor=user.username, action=f"case.{kind}", target=str(report.id))
     if model is Note:
@@ -348,7 +323,7 @@ def _apply_rotation(
 
 
 def _rotate_report_fields(
-    report: Report, item: Mapping[str, Any], *, allowed: Mapping[str, str], required: set[str]
+    report: Report, item: Mapping[str, Any], *, allowed: set[str], required: set[str]
 ) -> None:
     """New sealed fields and new report wraps (old wraps deleted)."""
     sealed = {str(name): unb64(blob) for name, blob in dict(item["sealed"]).items()}
@@ -370,7 +345,7 @@ def _rotate_envelopes(
     report: Report,
     item: Mapping[str, Any],
     *,
-    allowed: Mapping[str, str],
+    allowed: set[str],
     organizer: set[str],
     witness: str,
 ) -> None:

@@ -10,7 +10,7 @@ lookup as a right one and gets the same answer as an unknown one.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -28,6 +28,7 @@ from incidents.models import (
     Attachment,
     EnvelopeWrap,
     Message,
+    Note,
     RecipientKey,
     Report,
     User,
@@ -145,7 +146,7 @@ def addition_recipients(report: Report, *, keyring: Keyring) -> list[crypto.Publ
 
 
 def _next_seq(
-    model: type[Addition] | type[Message] | type[Attachment], report_id: uuid.UUID
+    model: type[Addition] | type[Message] | type[Note] | type[Attachment], report_id: uuid.UUID
 ) -> int:
     """The next sequence number for a new ``model`` row of a report."""
     current = db.session.scalar(select(func.max(model.seq)).where(model.report_id == report_id))
@@ -253,6 +254,35 @@ def delete_report(case: WitnessCase, *, instance_path: Path) -> None:
     forget_deleted_rows()
 
 
+def stage_envelope(
+    model: type[Message] | type[Note],
+    *,
+    report_id: uuid.UUID,
+    envelope_id: uuid.UUID,
+    sealed: bytes,
+    wraps: Mapping[str, bytes],
+    author_id: int | None,
+    created_on: date,
+) -> None:
+    """Add a reply or note sealed on a desk, with its wraps, as the report's next one (within
+    the caller's transaction; the caller has checked the wraps)."""
+    db.session.add(
+        model(
+            id=envelope_id,
+            report_id=report_id,
+            seq=_next_seq(model, report_id),
+            created_on=created_on,
+            author_id=author_id,
+            body_sealed=sealed,
+        )
+    )
+    for key_id, blob in wraps.items():
+        db.session.add(
+            EnvelopeWrap(envelope_id=envelope_id, key_id=key_id, report_id=report_id, blob=blob)
+        )
+    db.session.flush()
+
+
 def store_reply(
     report_id: uuid.UUID,
     *,
@@ -272,20 +302,15 @@ def store_reply(
     witness_key_id = crypto.PublicKey.from_bytes(report.witness_public_key).key_id_hex
     if witness_key_id not in wraps:
         raise DomainError("a reply must be wrapped to the witness key")
-    db.session.add(
-        Message(
-            id=message_id,
-            report_id=report_id,
-            seq=_next_seq(Message, report_id),
-            created_on=created_on,
-            author_id=author_id,
-            body_sealed=body_sealed,
-        )
+    stage_envelope(
+        Message,
+        report_id=report_id,
+        envelope_id=message_id,
+        sealed=body_sealed,
+        wraps=wraps,
+        author_id=author_id,
+        created_on=created_on,
     )
-    for key_id, blob in wraps.items():
-        db.session.add(
-            EnvelopeWrap(envelope_id=message_id, key_id=key_id, report_id=report_id, blob=blob)
-        )
     audit.record(
         actor=str(author_id) if author_id else "desk", action="case.reply", target=str(report_id)
     )
