@@ -7,7 +7,6 @@ touches the disk or the network.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import uuid
@@ -18,9 +17,10 @@ from incidents import crypto
 from incidents.bundle import BundleError, b64, sealed_digest, unb64
 from incidents.services.attachments import (
     META_FLOOR,
+    AttachmentError,
     AttachmentMeta,
+    decrypt_sealed_to,
     meta_field_name,
-    open_meta_blob,
 )
 from incidents.services.casefile import (
     ENVELOPE_FIELDS,
@@ -141,24 +141,19 @@ def decrypt_attachment(
     entry: Mapping[str, Any], ciphertext: bytes, *, data_key: bytes
 ) -> tuple[AttachmentMeta, bytes]:
     """Open an attachment in memory and check its SHA-256 against the sealed metadata."""
-    attachment_id = uuid.UUID(entry["id"])
-    meta = open_meta_blob(
-        unb64(entry["meta"]),
-        attachment_id=attachment_id,
-        envelope_id=uuid.UUID(entry["envelope_id"]),
-        data_key=data_key,
-    )
     sink = io.BytesIO()
-    crypto.open_stream(
-        io.BytesIO(ciphertext),
-        key=crypto.attachment_key(data_key, attachment_id=attachment_id),
-        sink=sink,
-        size=meta.size,
-    )
-    data = sink.getvalue()
-    if hashlib.sha256(data).hexdigest() != meta.sha256:
-        raise crypto.DecryptionError("the file's SHA-256 does not match the one recorded at intake")
-    return meta, data
+    try:
+        meta = decrypt_sealed_to(
+            unb64(entry["meta"]),
+            attachment_id=uuid.UUID(entry["id"]),
+            envelope_id=uuid.UUID(entry["envelope_id"]),
+            data_key=data_key,
+            source=io.BytesIO(ciphertext),
+            sink=sink,
+        )
+    except AttachmentError as exc:
+        raise crypto.DecryptionError(str(exc)) from exc
+    return meta, sink.getvalue()
 
 
 def open_attachment(

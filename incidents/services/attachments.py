@@ -145,9 +145,32 @@ def decrypt_to(
     row: Attachment, *, data_key: bytes, source: BinaryIO, sink: BinaryIO
 ) -> AttachmentMeta:
     """Decrypt an attachment into ``sink`` and verify its SHA-256 against the sealed metadata."""
-    meta = open_meta(row, data_key=data_key)
+    return decrypt_sealed_to(
+        row.meta_sealed,
+        attachment_id=row.id,
+        envelope_id=row.envelope_id,
+        data_key=data_key,
+        source=source,
+        sink=sink,
+    )
+
+
+def decrypt_sealed_to(
+    meta_sealed: bytes,
+    *,
+    attachment_id: uuid.UUID,
+    envelope_id: uuid.UUID,
+    data_key: bytes,
+    source: BinaryIO,
+    sink: BinaryIO,
+) -> AttachmentMeta:
+    """Decrypt an attachment's ciphertext from ``source`` into ``sink`` and verify its SHA-256
+    against the sealed metadata (raise AttachmentError on a mismatch)."""
+    meta = open_meta_blob(
+        meta_sealed, attachment_id=attachment_id, envelope_id=envelope_id, data_key=data_key
+    )
     hashing = _HashingSink(sink)
-    key = crypto.attachment_key(data_key, attachment_id=row.id)
+    key = crypto.attachment_key(data_key, attachment_id=attachment_id)
     crypto.open_stream(source, key=key, sink=hashing, size=meta.size)  # type: ignore[arg-type]
     if hashing.digest.hexdigest() != meta.sha256:
         raise AttachmentError("the file's SHA-256 does not match the one recorded at intake")
