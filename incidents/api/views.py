@@ -325,16 +325,20 @@ def rotation_pending() -> ResponseReturnValue:
     return jsonify({"wraps": page, "remaining": remaining})
 
 
+def _wrap_list(limit: int = 1000) -> list[Any]:
+    """The request's "wraps" list (at most ``limit`` items), or BundleError."""
+    items = _json_body().get("wraps")
+    if not isinstance(items, list) or len(items) > limit:
+        raise BundleError(f"wraps must be a list of at most {limit} items")
+    return items
+
+
 @bp.post("/organizer-key/wraps")
 @token_required
 @proof_required
 def rotation_wraps() -> ResponseReturnValue:
     """Store a batch of wraps to the new organizer key."""
-    body = _json_body()
-    items = body.get("wraps")
-    if not isinstance(items, list) or len(items) > 1000:
-        raise BundleError("wraps must be a list of at most 1000 items")
-    stored = organizer_keys.store_wraps(items, keyring=current_keyring(), actor=_user())
+    stored = organizer_keys.store_wraps(_wrap_list(), keyring=current_keyring(), actor=_user())
     return jsonify({"stored": stored})
 
 
@@ -343,11 +347,9 @@ def rotation_wraps() -> ResponseReturnValue:
 @proof_required
 def rotation_unreadable() -> ResponseReturnValue:
     """Discard old-key wraps of notes or replies that the old key cannot open."""
-    body = _json_body()
-    items = body.get("wraps")
-    if not isinstance(items, list) or len(items) > 1000:
-        raise BundleError("wraps must be a list of at most 1000 items")
-    discarded = organizer_keys.discard_unreadable(items, keyring=current_keyring(), actor=_user())
+    discarded = organizer_keys.discard_unreadable(
+        _wrap_list(), keyring=current_keyring(), actor=_user()
+    )
     return jsonify({"discarded": discarded})
 
 

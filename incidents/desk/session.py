@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from incidents import crypto
+from incidents.bundle import b64, unb64
 
 if TYPE_CHECKING:
     from incidents.desk import DeskSettings
@@ -78,8 +79,6 @@ class DeskSession:
 
     def _seal_token(self, token: str, storage_key: bytes) -> str:
         """The API token sealed under the desk storage key (base64)."""
-        from incidents.bundle import b64
-
         return b64(
             crypto.seal_field(
                 token, data_key=storage_key, report_id=crypto.DESK_STORAGE_ID, name=TOKEN_FIELD
@@ -88,8 +87,6 @@ class DeskSession:
 
     def _saved_token(self, storage_key: bytes) -> str | None:
         """The API token saved at an earlier unlock, if any."""
-        from incidents.bundle import unb64
-
         sealed = self.cache.get_meta(TOKEN_META)
         if sealed is None:
             return None

@@ -34,8 +34,9 @@ class ProofError(DomainError):
     """Raised when a desk has not (or not correctly) proven that it holds its key."""
 
 
-def _hash(answer: str) -> str:
-    """What is stored of an expected answer."""
+def answer_hash(answer: str) -> str:
+    """What is stored of an expected challenge answer: its SHA-256, so that reading the
+    database does not give the answer away."""
     return hashlib.sha256(answer.encode("utf-8")).hexdigest()
 
 
@@ -52,7 +53,7 @@ def desk_public_key(user: User, key_id: str, *, keyring: Keyring) -> crypto.Publ
 
 def _token_hash(key_id: str, answer: str) -> str:
     """What is stored of an expected token answer: bound to the key the challenge was for."""
-    return _hash(f"{key_id}:{answer}")
+    return answer_hash(f"{key_id}:{answer}")
 
 
 def issue_token_challenge(token: ApiToken, public_key: crypto.PublicKey) -> bytes:
@@ -91,7 +92,7 @@ def issue_file_challenge(user: User, public_key: crypto.PublicKey) -> bytes:
     blob, answer = crypto.new_possession_challenge(public_key)
     user.bundle_proof = json.dumps(
         {
-            "hash": _hash(answer),
+            "hash": answer_hash(answer),
             "key_id": public_key.key_id_hex,
             "expires": (now() + FILE_PROOF_LIFETIME).isoformat(),
         }
@@ -111,7 +112,9 @@ def check_file_proof(user: User, *, key_id: str, answer: object) -> None:
     record = json.loads(user.bundle_proof)
     fresh = now() <= datetime.fromisoformat(record["expires"])
     if not (
-        fresh and record["key_id"] == key_id and hmac.compare_digest(_hash(answer), record["hash"])
+        fresh
+        and record["key_id"] == key_id
+        and hmac.compare_digest(answer_hash(answer), record["hash"])
     ):
         raise ProofError(
             N_(

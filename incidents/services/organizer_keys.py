@@ -37,6 +37,7 @@ from incidents.clock import now
 from incidents.db import db, forget_deleted_rows
 from incidents.keyring import Keyring, KeyringCache
 from incidents.models import Addition, EnvelopeWrap, RecipientKey, SiteSetting, User, Wrap
+from incidents.services.desk_proofs import answer_hash
 from incidents.services.errors import DomainError, KeyUnavailableError
 from incidents.services.reports import register_recipient
 from incidents.vocabulary import N_
@@ -100,12 +101,6 @@ def _normalized_pin(pin: str | None) -> str | None:
         return crypto.parse_key_id(pin).hex()
     except crypto.FormatError:
         return None
-
-
-def _answer_hash(answer: str) -> str:
-    """What is stored of an expected challenge answer: its SHA-256, so that reading the
-    database does not give away the answer."""
-    return hashlib.sha256(answer.encode("utf-8")).hexdigest()
 
 
 def _registered_key(key_id: str) -> crypto.PublicKey:
@@ -178,8 +173,8 @@ def issue_challenge(
     new_blob, new_answer = crypto.new_possession_challenge(new_key)
     record = {
         "public_key": b64(new_key.to_bytes()),
-        "current": _answer_hash(current_answer),
-        "new": _answer_hash(new_answer),
+        "current": answer_hash(current_answer),
+        "new": answer_hash(new_answer),
         "by": str(actor.id),
     }
     record["mac"] = _record_mac(
@@ -205,8 +200,8 @@ def start_rotation(
         db.session.commit()
         raise RotationError(N_("The desk could not prove it holds both keys.")) from None
     if challenge["by"] != str(actor.id) or (
-        not hmac.compare_digest(_answer_hash(answers.get("current", "")), challenge["current"])
-        or not hmac.compare_digest(_answer_hash(answers.get("new", "")), challenge["new"])
+        not hmac.compare_digest(answer_hash(answers.get("current", "")), challenge["current"])
+        or not hmac.compare_digest(answer_hash(answers.get("new", "")), challenge["new"])
     ):
         db.session.commit()
         raise RotationError(N_("The desk could not prove it holds both keys."))
