@@ -129,7 +129,14 @@ def effective_keyring(
     then anyway, and the witness form must still render its "not saved" page.
     """
     try:
-        moved, incoming = _setting(MOVED_PIN), _setting(INCOMING)
+        rows = dict(
+            db.session.execute(
+                select(SiteSetting.key, SiteSetting.value).where(
+                    SiteSetting.key.in_((MOVED_PIN, INCOMING))
+                )
+            ).all()
+        )  # one query on every witness request, not two
+        moved, incoming = rows.get(MOVED_PIN), rows.get(INCOMING)
     except SQLAlchemyError:
         db.session.rollback()
         return cache.get()
