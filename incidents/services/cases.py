@@ -12,7 +12,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
 
 from sqlalchemy import delete, select
 
@@ -207,21 +206,14 @@ def stage_grant(
         raise CaseError(N_("The grant is addressed to a key that is not approved."))
     if db.session.get(Assignment, (report.id, key.owner_id)) is None:
         raise CaseError(N_("The key's owner is not assigned to this report."))
-    _upsert(Wrap, (report.id, key_id), report_id=report.id, key_id=key_id, blob=blob)
+    put_wrap(report_id=report.id, envelope_id=report.id, key_id=key_id, blob=blob)
     known = _envelope_ids(report.id)
     for envelope_id, envelope_blob in envelopes.items():
         if envelope_id not in known:
             raise CaseError(N_("The grant names something that is not part of this report."))
         if _grant_key_id(envelope_blob) != key_id:
             raise CaseError(N_("The grant's wraps are addressed to different keys."))
-        _upsert(
-            EnvelopeWrap,
-            (envelope_id, key_id),
-            envelope_id=envelope_id,
-            key_id=key_id,
-            report_id=report.id,
-            blob=envelope_blob,
-        )
+        put_wrap(report_id=report.id, envelope_id=envelope_id, key_id=key_id, blob=envelope_blob)
     audit.record(
         actor=actor.username,
         action="case.grant",
@@ -239,13 +231,21 @@ def _grant_key_id(blob: bytes) -> str:
         raise CaseError(N_("This is not a key grant of the register.")) from exc
 
 
-def _upsert(model: type[Wrap] | type[EnvelopeWrap], key: tuple[object, ...], **values: Any) -> None:
-    """Insert a wrap row, or replace the blob of the existing one."""
-    existing = cast("Wrap | EnvelopeWrap | None", db.session.get(model, key))
-    if existing is None:
-        db.session.add(model(**values))
+def put_wrap(*, report_id: uuid.UUID, envelope_id: uuid.UUID, key_id: str, blob: bytes) -> None:
+    """Store a wrap to ``key_id``, or replace the existing one (within the transaction): of the
+    report's own data key when ``envelope_id`` is the report id, else of that envelope's."""
+    if envelope_id == report_id:
+        existing: Wrap | EnvelopeWrap | None = db.session.get(Wrap, (report_id, key_id))
+        if existing is None:
+            db.session.add(Wrap(report_id=report_id, key_id=key_id, blob=blob))
     else:
-        existing.blob = values["blob"]
+        existing = db.session.get(EnvelopeWrap, (envelope_id, key_id))
+        if existing is None:
+            db.session.add(
+                EnvelopeWrap(envelope_id=envelope_id, key_id=key_id, report_id=report_id, blob=blob)
+            )
+    if existing is not None:
+        existing.blob = blob
 
 
 def _envelope_ids(report_id: uuid.UUID) -> set[uuid.UUID]:

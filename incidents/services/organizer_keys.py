@@ -37,6 +37,7 @@ from incidents.clock import now
 from incidents.db import db, forget_deleted_rows
 from incidents.keyring import Keyring, KeyringCache
 from incidents.models import Addition, EnvelopeWrap, RecipientKey, SiteSetting, User, Wrap
+from incidents.services.cases import put_wrap
 from incidents.services.desk_proofs import answer_hash
 from incidents.services.errors import DomainError, KeyUnavailableError
 from incidents.services.reports import register_recipient
@@ -288,15 +289,7 @@ def store_wraps(items: Sequence[Mapping[str, Any]], *, keyring: Keyring, actor: 
         if original is None or original.report_id != report_id:
             db.session.rollback()
             raise RotationError(N_("A wrap names something the old key does not open."))
-        existing = cast("Wrap | EnvelopeWrap | None", db.session.get(model, (key[0], new)))
-        if existing is not None:
-            existing.blob = blob
-        elif model is Wrap:
-            db.session.add(Wrap(report_id=report_id, key_id=new, blob=blob))
-        else:
-            db.session.add(
-                EnvelopeWrap(envelope_id=envelope_id, key_id=new, report_id=report_id, blob=blob)
-            )
+        put_wrap(report_id=report_id, envelope_id=envelope_id, key_id=new, blob=blob)
     db.session.commit()
     return len(items)
 
